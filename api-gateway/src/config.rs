@@ -1,0 +1,55 @@
+//! The gateway's configuration, read from the environment at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or};
+
+use crate::idempotency::Lifetimes;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `GATEWAY_ADDR`; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    pub broker: BrokerConfig,
+    pub redis: RedisConfig,
+    /// `REQUEST_TIMEOUT_MS`: the most a `POST /orders` waits for a broker link and
+    /// its confirm before answering 503.
+    pub request_timeout: Duration,
+    /// `IDEMPOTENCY_LEASE_SECS` / `IDEMPOTENCY_TTL_SECS`.
+    pub lifetimes: Lifetimes,
+    /// `MAX_QTY`: the largest quantity one order may ask for.
+    pub max_qty: u32,
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let request_timeout = millis_or("REQUEST_TIMEOUT_MS", 10_000)?;
+        let lease = secs_or("IDEMPOTENCY_LEASE_SECS", 30)?;
+        if lease <= request_timeout {
+            return Err(ConfigError::new(
+                "IDEMPOTENCY_LEASE_SECS",
+                &lease.as_secs().to_string(),
+                format!(
+                    "the in-flight lease must outlast REQUEST_TIMEOUT_MS ({} ms), or a slow request could be processed twice",
+                    request_timeout.as_millis()
+                ),
+            ));
+        }
+        let max_qty: u32 = parse_or("MAX_QTY", 1000)?;
+        if max_qty == 0 {
+            return Err(ConfigError::new("MAX_QTY", "0", "must be at least 1"));
+        }
+        Ok(Self {
+            addr: addr_or("GATEWAY_ADDR", "127.0.0.1:8080")?,
+            broker: BrokerConfig::from_env("api-gateway")?,
+            redis: RedisConfig::from_env()?,
+            request_timeout,
+            lifetimes: Lifetimes {
+                lease,
+                done: secs_or("IDEMPOTENCY_TTL_SECS", 86_400)?,
+            },
+            max_qty,
+        })
+    }
+}

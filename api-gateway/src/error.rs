@@ -1,0 +1,118 @@
+//! Every way a gateway request can fail, and the problem+json answer for each.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pipeline::amqp::PublishError;
+use pipeline::domain::InvalidField;
+use pipeline::http::Problem;
+
+/// How long a client should wait before retrying after a 503.
+const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    InvalidField(InvalidField),
+    #[error("{0}")]
+    InvalidIdempotencyKey(InvalidField),
+    #[error("a request with this idempotency key is still being processed")]
+    InFlight { retry_after: Duration },
+    #[error("this idempotency key was already used for a different request")]
+    KeyReused,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("could not hand the order to the broker")]
+    BrokerUnavailable(#[source] PublishError),
+    #[error("the order store is unavailable")]
+    StoreUnavailable(#[source] anyhow::Error),
+    #[error("unexpected error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        let problem = match self {
+            Self::MalformedJson(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON").detail(detail)
+            }
+            Self::UnsupportedMediaType => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .detail(detail),
+            Self::PayloadTooLarge(_) => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
+                    .detail(detail)
+            }
+            Self::InvalidField(f) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-field",
+                "Invalid field",
+            )
+            .detail(detail)
+            .field(f.field),
+            Self::InvalidIdempotencyKey(f) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key header",
+            )
+            .detail(detail)
+            .field(f.field),
+            Self::InFlight { retry_after } => Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-flight",
+                "Request in flight",
+            )
+            .detail(detail)
+            .retry_after(retry_after),
+            Self::KeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+            )
+            .detail(detail),
+            Self::OrderNotFound => {
+                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found").detail(detail)
+            }
+            Self::BrokerUnavailable(cause) => {
+                tracing::warn!(error = %cause, "order not accepted: broker unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker-unavailable",
+                    "Broker unavailable",
+                )
+                .detail("the order was not accepted; retry with the same idempotency key")
+                .retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            Self::StoreUnavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "order store unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Store unavailable",
+                )
+                .detail("the order was not accepted; retry later")
+                .retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            Self::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "unexpected error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal server error",
+                )
+            }
+        };
+        problem.into_response()
+    }
+}

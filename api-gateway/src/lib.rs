@@ -1,0 +1,14 @@
+//! api-gateway: the pipeline's front door.
+//!
+//! Validates `POST /orders`, accepts each order exactly once per idempotency key,
+//! and answers 202 only after the broker confirmed the message. See
+//! `ARCHITECTURE.md` for the invariants.
+
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod routes;
+pub mod startup;
+
+pub use config::GatewayConfig;
+pub use startup::Application;

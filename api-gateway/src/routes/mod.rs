@@ -1,0 +1,4 @@
+//! The gateway's HTTP surface, one module per concern.
+
+pub mod health;
+pub mod orders;

@@ -1,0 +1,358 @@
+//! `POST /orders` (idempotent intake) and `GET /orders/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipeline::amqp::Outgoing;
+use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
+use pipeline::messages::{OrderPlaced, ROUTE_NEW_ORDER, now_ms};
+use pipeline::trace::TraceParent;
+use redis::AsyncCommands;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::idempotency::{Accepted, NextAction, StoredResponse};
+use crate::startup::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", post(create_order))
+        .route("/orders/{id}", get(get_order))
+}
+
+/// A valid order request, before an id is assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    /// The id the client chose, if any.
+    pub id: Option<OrderId>,
+    pub sku: Sku,
+    pub qty: Quantity,
+}
+
+impl OrderRequest {
+    /// Parses a JSON body, naming the offending field on any error.
+    pub fn parse(body: &[u8], max_qty: u32) -> Result<Self, ApiError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let Value::Object(mut fields) = value else {
+            return Err(invalid("body", "must be a JSON object"));
+        };
+        let id = match fields.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(OrderId::parse(&s).map_err(ApiError::InvalidField)?),
+            Some(_) => return Err(invalid("id", "must be a string")),
+        };
+        let sku = match fields.remove("sku") {
+            Some(Value::String(s)) => Sku::parse(&s).map_err(ApiError::InvalidField)?,
+            None | Some(Value::Null) => return Err(invalid("sku", "is required")),
+            Some(_) => return Err(invalid("sku", "must be a string")),
+        };
+        let qty = match fields.remove("qty") {
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(q) => Quantity::parse(q, max_qty).map_err(ApiError::InvalidField)?,
+                None if n.is_u64() => Quantity::parse(i64::MAX, max_qty).map_err(ApiError::InvalidField)?,
+                None => return Err(invalid("qty", "must be a whole number")),
+            },
+            None | Some(Value::Null) => return Err(invalid("qty", "is required")),
+            Some(_) => return Err(invalid("qty", "must be a whole number")),
+        };
+        if let Some(unknown) = unknown_field(&fields) {
+            return Err(ApiError::InvalidField(InvalidField {
+                field: "body",
+                reason: format!("unknown field {unknown:?}; expected id, sku, qty"),
+            }));
+        }
+        Ok(Self { id, sku, qty })
+    }
+
+    /// The canonical form two requests must share to be "the same request".
+    pub fn fingerprint(&self) -> String {
+        json!({
+            "id": self.id.as_ref().map(OrderId::as_str),
+            "sku": self.sku.as_str(),
+            "qty": self.qty.get(),
+        })
+        .to_string()
+    }
+}
+
+fn unknown_field(rest: &Map<String, Value>) -> Option<&str> {
+    rest.keys().next().map(String::as_str)
+}
+
+fn invalid(field: &'static str, reason: &str) -> ApiError {
+    ApiError::InvalidField(InvalidField {
+        field,
+        reason: reason.to_owned(),
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+        _ => ApiError::MalformedJson(rejection.body_text()),
+    })?;
+    let request = OrderRequest::parse(&body, state.max_qty)?;
+    let key = match headers.get("idempotency-key") {
+        Some(raw) => {
+            let raw = raw.to_str().map_err(|_| {
+                ApiError::InvalidIdempotencyKey(InvalidField {
+                    field: "Idempotency-Key",
+                    reason: "must be visible ASCII".into(),
+                })
+            })?;
+            Some(IdempotencyKey::parse_header(raw).map_err(ApiError::InvalidIdempotencyKey)?)
+        }
+        None => request.id.as_ref().map(IdempotencyKey::from_order_id),
+    };
+    let trace = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.child())
+        .unwrap_or_else(TraceParent::generate);
+
+    // Run the intake in its own task: a client that hangs up mid-request must not
+    // cancel it between the claim, the publish and the record.
+    tokio::spawn(intake(state, request, key, trace, deadline))
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?
+}
+
+#[tracing::instrument(name = "intake", skip_all, fields(order_id, key = key.as_ref().map(|k| k.as_str()), trace_id = trace.trace_id()))]
+async fn intake(
+    state: AppState,
+    request: OrderRequest,
+    key: Option<IdempotencyKey>,
+    trace: TraceParent,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
+    let claim = match &key {
+        None => None,
+        Some(key) => match state
+            .store
+            .begin(key, &request.fingerprint())
+            .await
+            .map_err(ApiError::StoreUnavailable)?
+        {
+            NextAction::Process(claim) => Some(claim),
+            NextAction::Replay(stored) => {
+                metrics::counter!("idempotency_replays_total").increment(1);
+                return Ok(order_response(&stored, true));
+            }
+            NextAction::Conflict { retry_after } => {
+                metrics::counter!("idempotency_conflicts_total").increment(1);
+                return Err(ApiError::InFlight { retry_after });
+            }
+            NextAction::Mismatch => {
+                metrics::counter!("idempotency_mismatches_total").increment(1);
+                return Err(ApiError::KeyReused);
+            }
+        },
+    };
+
+    let id = request.id.clone().unwrap_or_else(OrderId::generate);
+    tracing::Span::current().record("order_id", id.as_str());
+    let accepted_at_ms = now_ms();
+    let message = OrderPlaced {
+        id: id.clone(),
+        sku: request.sku.clone(),
+        qty: request.qty,
+        placed_at_ms: accepted_at_ms,
+    };
+    let payload = serde_json::to_vec(&message).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let exchange = state.broker.topology().orders_exchange();
+    let outgoing = Outgoing {
+        exchange: &exchange,
+        routing_key: ROUTE_NEW_ORDER,
+        payload: &payload,
+        message_id: id.as_str(),
+        correlation_id: id.as_str(),
+        traceparent: &trace,
+    };
+    if let Err(e) = state.broker.publish(&outgoing, deadline).await {
+        if let Some(claim) = &claim {
+            if let Err(release) = state.store.release(claim).await {
+                // The lease still expires on its own; the retry waits for it.
+                tracing::error!(error = format!("{release:#}"), "could not release idempotency key");
+            }
+        }
+        return Err(ApiError::BrokerUnavailable(e));
+    }
+
+    let response = StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: json!({"id": id.as_str(), "status": "accepted"}).to_string(),
+    };
+    let record = Accepted {
+        id: &id,
+        sku: request.sku.as_str(),
+        qty: request.qty.get(),
+        accepted_at_ms,
+        response: &response,
+    };
+    if let Err(e) = state.store.accept(&record, claim.as_ref()).await {
+        // The broker has the order, so it is accepted: the processor records it
+        // too, and a retry after the lease republishes the same message id,
+        // which the processor deduplicates.
+        tracing::error!(error = format!("{e:#}"), "order confirmed but not recorded");
+    }
+    metrics::counter!("orders_accepted_total").increment(1);
+    tracing::info!("order accepted");
+    Ok(order_response(&response, false))
+}
+
+/// A 202 (or replayed) answer with `Location` and, for replays,
+/// `Idempotent-Replayed: true`.
+fn order_response(stored: &StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut res = (status, stored.body.clone()).into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let id = serde_json::from_str::<Value>(&stored.body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+    if let Some(location) = id.and_then(|id| HeaderValue::try_from(format!("/orders/{id}")).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+async fn get_order(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = OrderId::parse(&raw).map_err(ApiError::InvalidField)?;
+    let mut conn = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| ApiError::StoreUnavailable(e.into()))?;
+    let fields: BTreeMap<String, String> = conn
+        .hgetall(state.keys.order(&id))
+        .await
+        .map_err(|e| ApiError::StoreUnavailable(e.into()))?;
+    if fields.is_empty() {
+        return Err(ApiError::OrderNotFound);
+    }
+    Ok(Json(order_view(&id, &fields)).into_response())
+}
+
+/// The public view of an `order:<id>` hash: status, reason, and every `*_at`
+/// field as a timestamp.
+fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
+    let mut timestamps = Map::new();
+    for (name, value) in fields {
+        if let (Some(stage), Ok(ms)) = (name.strip_suffix("_at"), value.parse::<u64>()) {
+            timestamps.insert(stage.to_owned(), json!(ms));
+        }
+    }
+    json!({
+        "id": id.as_str(),
+        "status": fields.get("status"),
+        "sku": fields.get("sku"),
+        "qty": fields.get("qty").and_then(|q| q.parse::<u64>().ok()),
+        "reason": fields.get("reason"),
+        "timestamps_ms": timestamps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<OrderRequest, ApiError> {
+        OrderRequest::parse(body.as_bytes(), 1000)
+    }
+
+    fn field_of(err: ApiError) -> &'static str {
+        match err {
+            ApiError::InvalidField(f) => f.field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_seed_example() {
+        let req = parse(r#"{"id":"order123","sku":"mag-safe-phone-case","qty":2}"#).unwrap();
+        assert_eq!(req.id.unwrap().as_str(), "order123");
+        assert_eq!(req.qty.get(), 2);
+    }
+
+    #[test]
+    fn id_is_optional() {
+        assert!(parse(r#"{"sku":"s","qty":1}"#).unwrap().id.is_none());
+        assert!(parse(r#"{"id":null,"sku":"s","qty":1}"#).unwrap().id.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(parse(r#"{"qty":1}"#).unwrap_err()), "sku");
+        assert_eq!(field_of(parse(r#"{"sku":"s"}"#).unwrap_err()), "qty");
+        assert_eq!(field_of(parse(r#"{"sku":"s","qty":0}"#).unwrap_err()), "qty");
+        assert_eq!(field_of(parse(r#"{"sku":"s","qty":1001}"#).unwrap_err()), "qty");
+        assert_eq!(field_of(parse(r#"{"sku":"s","qty":2.5}"#).unwrap_err()), "qty");
+        assert_eq!(field_of(parse(r#"{"sku":"s","qty":"2"}"#).unwrap_err()), "qty");
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":18446744073709551615}"#).unwrap_err()),
+            "qty"
+        );
+        assert_eq!(field_of(parse(r#"{"sku":"a b","qty":1}"#).unwrap_err()), "sku");
+        assert_eq!(field_of(parse(r#"{"id":7,"sku":"s","qty":1}"#).unwrap_err()), "id");
+        assert_eq!(field_of(parse(r#"{"sku":"s","qty":1,"price":3}"#).unwrap_err()), "body");
+        assert_eq!(field_of(parse(r#"[1,2]"#).unwrap_err()), "body");
+    }
+
+    #[test]
+    fn broken_json_is_malformed_not_invalid() {
+        assert!(matches!(parse(r#"{"sku":"s","#), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(parse(""), Err(ApiError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn fingerprint_ignores_field_order_and_sees_every_value() {
+        let a = parse(r#"{"id":"o","sku":"s","qty":1}"#).unwrap();
+        let b = parse(r#"{"qty":1,"sku":"s","id":"o"}"#).unwrap();
+        let c = parse(r#"{"id":"o","sku":"s","qty":2}"#).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        assert!(is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/merge-patch+json"));
+        assert!(is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&h));
+    }
+}

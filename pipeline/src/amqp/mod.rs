@@ -1,0 +1,8 @@
+//! The broker layer: topology, a connection that fails over across the cluster's
+//! nodes, and publishing that only reports success once the broker confirmed.
+
+mod broker;
+mod topology;
+
+pub use broker::{Broker, Link, Outgoing, PublishError};
+pub use topology::Topology;

@@ -1,0 +1,161 @@
+//! Exchanges, queues and bindings, declared idempotently by every service at
+//! start-up and after every reconnect, so a message published before its consumer
+//! ever ran is kept rather than dropped.
+//!
+//! ```text
+//! orders.direct --order.new------> orders.queue    (quorum) --dead letters--> orders.dlx --> orders.dlq
+//! orders.topic  --order.created--> notifier.queue  (quorum) --dead letters--> orders.dlx --> notifier.dlq
+//! ```
+//!
+//! Work queues are quorum queues with `x-delivery-limit` and at-least-once
+//! dead-lettering (which needs `x-overflow=reject-publish`): a message that keeps
+//! failing is parked in its DLQ, never dropped.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use crate::messages::ROUTE_NEW_ORDER;
+use crate::messages::ROUTE_ORDER_CREATED;
+
+/// The names of the pipeline's broker objects, all carrying one prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>, delivery_limit: u32) -> Self {
+        Self {
+            prefix: prefix.into(),
+            delivery_limit,
+        }
+    }
+
+    fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// Direct exchange the gateway publishes new orders to.
+    pub fn orders_exchange(&self) -> String {
+        self.name("orders.direct")
+    }
+
+    /// Topic exchange the processor publishes `order.created`/`order.rejected` to.
+    pub fn events_exchange(&self) -> String {
+        self.name("orders.topic")
+    }
+
+    /// Dead-letter exchange of both work queues.
+    pub fn dead_letter_exchange(&self) -> String {
+        self.name("orders.dlx")
+    }
+
+    pub fn orders_queue(&self) -> String {
+        self.name("orders.queue")
+    }
+
+    pub fn notifier_queue(&self) -> String {
+        self.name("notifier.queue")
+    }
+
+    pub fn orders_dlq(&self) -> String {
+        self.name("orders.dlq")
+    }
+
+    pub fn notifier_dlq(&self) -> String {
+        self.name("notifier.dlq")
+    }
+
+    /// Declares everything; safe to run any number of times.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for (name, kind) in [
+            (self.orders_exchange(), ExchangeKind::Direct),
+            (self.events_exchange(), ExchangeKind::Topic),
+            (self.dead_letter_exchange(), ExchangeKind::Direct),
+        ] {
+            channel
+                .exchange_declare(name.into(), kind, durable, FieldTable::default())
+                .await?;
+        }
+
+        let work = [
+            (self.orders_queue(), self.orders_exchange(), ROUTE_NEW_ORDER, self.orders_dlq()),
+            (
+                self.notifier_queue(),
+                self.events_exchange(),
+                ROUTE_ORDER_CREATED,
+                self.notifier_dlq(),
+            ),
+        ];
+        for (queue, exchange, route, dlq) in work {
+            // The DLQ first, so a message dead-lettered right away has a home.
+            self.declare_queue(channel, &dlq, quorum_args()).await?;
+            self.bind(channel, &dlq, &self.dead_letter_exchange(), &dlq).await?;
+            self.declare_queue(channel, &queue, self.work_queue_args(&dlq))
+                .await?;
+            self.bind(channel, &queue, &exchange, route).await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_queue(&self, channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel.queue_declare(name.into(), options, args).await?;
+        Ok(())
+    }
+
+    async fn bind(&self, channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    fn work_queue_args(&self, dlq: &str) -> FieldTable {
+        let mut args = quorum_args();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dead_letter_exchange().into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(dlq.into()),
+        );
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        args
+    }
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}

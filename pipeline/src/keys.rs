@@ -1,0 +1,65 @@
+//! The Redis key schema, in one place (documented in the README).
+//!
+//! | key | type | written by |
+//! |---|---|---|
+//! | `inventory:<sku>` | integer stock; missing = unknown SKU | operator, processor |
+//! | `idemp:<key>` | hash: fingerprint, state, stored response | gateway |
+//! | `order:<id>` | hash: sku, qty, status, reason, timestamps | gateway, processor, notifier |
+//! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
+//!
+//! An optional prefix (`REDIS_KEY_PREFIX`) is put in front of every key so tests
+//! and tenants can share one Redis.
+
+use crate::domain::{OrderId, Sku};
+
+/// Field of the `counters` hash: distinct orders accepted by the gateway.
+pub const COUNTER_ACCEPTED: &str = "accepted";
+
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idemp:{key}", self.prefix)
+    }
+
+    pub fn order(&self, id: &OrderId) -> String {
+        format!("{}order:{id}", self.prefix)
+    }
+
+    pub fn inventory(&self, sku: &Sku) -> String {
+        format!("{}inventory:{sku}", self.prefix)
+    }
+
+    pub fn counters(&self) -> String {
+        format!("{}counters", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_seed_schema_and_carry_the_prefix() {
+        let plain = Keys::default();
+        let id = OrderId::parse("order123").unwrap();
+        let sku = Sku::parse("mag-safe-phone-case").unwrap();
+        assert_eq!(plain.idempotency("order123"), "idemp:order123");
+        assert_eq!(plain.inventory(&sku), "inventory:mag-safe-phone-case");
+        assert_eq!(plain.order(&id), "order:order123");
+        assert_eq!(Keys::new("t1:").counters(), "t1:counters");
+    }
+}

@@ -1,0 +1,18 @@
+//! Shared building blocks of order-pipeline.
+//!
+//! Every service (api-gateway, order-processor, notifier, dashboard) is a thin
+//! binary over its own library, and those libraries meet here: the domain types
+//! that make invalid orders unrepresentable, the message schema on the wire, the
+//! broker connection with multi-node failover and confirmed publishing, the Redis
+//! pool and key schema, configuration, telemetry and shutdown.
+
+pub mod amqp;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod keys;
+pub mod messages;
+pub mod store;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace;

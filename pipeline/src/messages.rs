@@ -1,0 +1,57 @@
+//! What travels on the broker: JSON bodies and the routing keys they use.
+//!
+//! Every message is persistent, `application/json`, carries a deterministic
+//! `message_id` for its effect, the order id as `correlation_id`, and a W3C
+//! `traceparent` header (see [`crate::amqp::Outgoing`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{OrderId, Quantity, Sku};
+
+/// Routing key of a new order on `orders.direct`.
+pub const ROUTE_NEW_ORDER: &str = "order.new";
+/// Routing key of the event for a reserved order on `orders.topic`.
+pub const ROUTE_ORDER_CREATED: &str = "order.created";
+/// Routing key of the event for a rejected order on `orders.topic`.
+pub const ROUTE_ORDER_REJECTED: &str = "order.rejected";
+
+/// A new order, as the gateway publishes it once the client's request is valid.
+///
+/// Its `message_id` is the order id: a republished copy (after a confirm timeout
+/// and a client retry) is the same order, and the processor treats it so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPlaced {
+    pub id: OrderId,
+    pub sku: Sku,
+    pub qty: Quantity,
+    /// When the gateway accepted it, milliseconds since the Unix epoch.
+    pub placed_at_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_placed_round_trips_and_refuses_invalid_fields() {
+        let json = r#"{"id":"order123","sku":"mag-safe-phone-case","qty":2,"placed_at_ms":1}"#;
+        let msg: OrderPlaced = serde_json::from_str(json).unwrap();
+        assert_eq!(msg.qty.get(), 2);
+        assert_eq!(serde_json::to_string(&msg).unwrap(), json);
+        assert!(serde_json::from_str::<OrderPlaced>(&json.replace("\"qty\":2", "\"qty\":0"))
+            .is_err());
+        assert!(serde_json::from_str::<OrderPlaced>(
+            r#"{"id":"o","sku":"s","qty":1,"placed_at_ms":1,"extra":true}"#
+        )
+        .is_err());
+    }
+}

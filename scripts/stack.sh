@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Local stack for order-pipeline: Redis (AOF on) and a 3-node RabbitMQ cluster on
+# loopback, with all data under .stack/ (git-ignored), plus the four services.
+#
+#   scripts/stack.sh deps       install if missing, start Redis + RabbitMQ cluster
+#   scripts/stack.sh up         deps, then build (release) and start the services
+#   scripts/stack.sh down       stop what this script started, by pid
+#   scripts/stack.sh status     show what is running
+#   scripts/stack.sh start-node N / stop-node N   one RabbitMQ node (fault tests)
+#
+# Idempotent: anything already running from .stack/ is left as it is. A port held
+# by a process this script did not start is an error that names the holder.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="${STACK_DIR:-$ROOT/.stack}"
+REDIS_PORT="${STACK_REDIS_PORT:-6379}"
+AMQP_BASE_PORT="${STACK_AMQP_BASE_PORT:-5672}"
+DIST_BASE_PORT="${STACK_DIST_BASE_PORT:-25672}"
+NODES=3
+RMQ_HOME="$STACK/rabbitmq"
+RMQ_BIN=/usr/lib/rabbitmq/bin
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+amqp_port() { echo $((AMQP_BASE_PORT + $1 - 1)); }
+dist_port() { echo $((DIST_BASE_PORT + $1 - 1)); }
+node_name() { echo "rabbit$1@localhost"; }
+
+amqp_urls() {
+  local urls=() i
+  for i in $(seq 1 $NODES); do urls+=("amqp://guest:guest@127.0.0.1:$(amqp_port "$i")/%2f"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+# --- helpers ---------------------------------------------------------------
+
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+read_pid() { [ -f "$1" ] && tr -dc '0-9' <"$1" || true; }
+
+# Fails if $1 is listened on by a process other than pid $2 (or its children).
+port_free_or_ours() {
+  local port=$1 ours=${2:-} holder
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)
+  [ -z "$holder" ] && return 0
+  if [ -n "$ours" ] && { [ "$holder" = "$ours" ] || ps -o ppid= -p "$holder" | grep -qw "$ours"; }; then
+    return 0
+  fi
+  die "port $port is held by another process (pid $holder: $(ps -o args= -p "$holder" | cut -c1-80)); stop it first"
+}
+
+wait_until() {
+  local what=$1 tries=$2; shift 2
+  for _ in $(seq 1 "$tries"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  die "$what did not come up; see the logs under $STACK"
+}
+
+install_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [ -x "$RMQ_BIN/rabbitmq-server" ] || missing+=(rabbitmq-server)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} from the distribution's packages"
+  [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root (or install them yourself)"
+  export DEBIAN_FRONTEND=noninteractive
+  # The packages' own service units must not grab the default ports we use.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.order-pipeline
+  [ -e /usr/sbin/policy-rc.d ] || { cp /usr/sbin/policy-rc.d.order-pipeline /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; local placed=1; }
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "${placed:-}" ] && rm -f /usr/sbin/policy-rc.d
+  rm -f /usr/sbin/policy-rc.d.order-pipeline
+}
+
+# --- Redis -----------------------------------------------------------------
+
+redis_up() {
+  local dir="$STACK/redis" pid
+  mkdir -p "$dir"
+  pid=$(read_pid "$dir/redis.pid")
+  if pid_alive "$pid"; then say "redis already running (pid $pid)"; return 0; fi
+  port_free_or_ours "$REDIS_PORT"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" \
+    --appendonly yes --appendfsync everysec \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+  wait_until "redis on port $REDIS_PORT" 40 redis-cli -p "$REDIS_PORT" ping
+  say "redis up on 127.0.0.1:$REDIS_PORT (pid $(read_pid "$dir/redis.pid"), AOF on)"
+}
+
+# --- RabbitMQ cluster ------------------------------------------------------
+
+rmq_env() {
+  local i=$1 dir="$RMQ_HOME/rabbit$1"
+  echo HOME="$RMQ_HOME" \
+    RABBITMQ_NODENAME="$(node_name "$i")" \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$(amqp_port "$i")" \
+    RABBITMQ_DIST_PORT="$(dist_port "$i")" \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_PID_FILE="$dir/pid" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="'-kernel inet_dist_use_interface {127,0,0,1}'"
+}
+
+as_rabbitmq() { runuser -u rabbitmq -- env "$@"; }
+
+rmqctl() {
+  local i=$1; shift
+  # shellcheck disable=SC2046
+  eval as_rabbitmq $(rmq_env "$i") "$RMQ_BIN/rabbitmqctl" -n "$(node_name "$i")" "$@"
+}
+
+rmq_prepare() {
+  mkdir -p "$RMQ_HOME"
+  if [ ! -f "$RMQ_HOME/.erlang.cookie" ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RMQ_HOME/.erlang.cookie"
+  fi
+  local i dir
+  for i in $(seq 1 $NODES); do
+    dir="$RMQ_HOME/rabbit$i"
+    mkdir -p "$dir/mnesia" "$dir/log"
+    echo '[].' >"$dir/enabled_plugins"
+    cat >"$dir/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$(amqp_port "$i")
+loopback_users.guest = true
+disk_free_limit.absolute = 50MB
+log.console = false
+log.file.level = warning
+EOF
+  done
+  chown -R rabbitmq: "$RMQ_HOME"
+  chmod 400 "$RMQ_HOME/.erlang.cookie"
+}
+
+node_pid() { read_pid "$RMQ_HOME/rabbit$1/pid"; }
+
+node_start() {
+  local i=$1 pid
+  pid=$(node_pid "$i")
+  if pid_alive "$pid"; then return 0; fi
+  port_free_or_ours "$(amqp_port "$i")"
+  port_free_or_ours "$(dist_port "$i")"
+  rm -f "$RMQ_HOME/rabbit$i/pid"
+  # shellcheck disable=SC2046
+  eval setsid runuser -u rabbitmq -- env $(rmq_env "$i") "$RMQ_BIN/rabbitmq-server" \
+    '>>"$RMQ_HOME/rabbit$i/log/stdout.log"' '2>&1' '</dev/null' '&'
+}
+
+node_await() {
+  local i=$1
+  wait_until "rabbitmq node $(node_name "$i")" 240 rmqctl "$i" await_startup --timeout 5
+}
+
+node_stop() {
+  local i=$1 pid
+  pid=$(node_pid "$i")
+  pid_alive "$pid" || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 120); do pid_alive "$pid" || break; sleep 0.5; done
+  pid_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+  rm -f "$RMQ_HOME/rabbit$i/pid"
+}
+
+rabbit_up() {
+  rmq_prepare
+  local i
+  for i in $(seq 1 $NODES); do node_start "$i"; done
+  for i in $(seq 1 $NODES); do node_await "$i"; done
+  # Join nodes 2..N to node 1 unless they already are members.
+  local running
+  running=$(rmqctl 1 cluster_status --formatter json 2>/dev/null || true)
+  for i in $(seq 2 $NODES); do
+    if ! grep -q "\"$(node_name "$i")\"" <<<"$running"; then
+      say "joining $(node_name "$i") to the cluster"
+      rmqctl "$i" stop_app >/dev/null 2>&1 || die "stop_app on $(node_name "$i") failed"
+      rmqctl "$i" reset >/dev/null 2>&1 || die "reset of $(node_name "$i") failed"
+      rmqctl "$i" join_cluster "$(node_name 1)" >/dev/null 2>&1 || die "$(node_name "$i") could not join $(node_name 1)"
+      rmqctl "$i" start_app >/dev/null 2>&1 || die "start_app on $(node_name "$i") failed"
+    fi
+  done
+  # Quorum queues need every member running before they are placed on it.
+  wait_until "a $NODES-node cluster" 120 cluster_complete
+  say "rabbitmq cluster up: $(amqp_urls)"
+}
+
+cluster_complete() {
+  local n
+  n=$(rmqctl 1 cluster_status --formatter json | grep -o '"running_nodes":\[[^]]*\]' | grep -o 'rabbit[0-9]*@' | wc -l)
+  [ "$n" -eq "$NODES" ]
+}
+
+rabbit_down() {
+  local i
+  # Stop in reverse order so node 1, the seed, is the last to leave.
+  for i in $(seq $NODES -1 1); do node_stop "$i"; done
+}
+
+# --- services --------------------------------------------------------------
+
+SERVICES=(api-gateway order-processor notifier dashboard)
+
+services_up() {
+  say "building the services (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bins)
+  mkdir -p "$STACK/services"
+  local svc pid
+  for svc in "${SERVICES[@]}"; do
+    pid=$(read_pid "$STACK/services/$svc.pid")
+    if pid_alive "$pid"; then continue; fi
+    RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
+      setsid "$ROOT/target/release/$svc" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
+    echo $! >"$STACK/services/$svc.pid"
+  done
+  wait_until "api-gateway" 120 curl -fsS "http://${GATEWAY_ADDR:-127.0.0.1:8080}/health"
+  wait_until "dashboard" 60 curl -fsS "http://${DASHBOARD_ADDR:-127.0.0.1:8090}/health"
+  for svc in "${SERVICES[@]}"; do
+    pid_alive "$(read_pid "$STACK/services/$svc.pid")" || die "$svc exited; see $STACK/services/$svc.log"
+  done
+  cat <<EOF
+
+  api-gateway      http://${GATEWAY_ADDR:-127.0.0.1:8080}      (POST /orders, GET /orders/<id>)
+  dashboard        http://${DASHBOARD_ADDR:-127.0.0.1:8090}
+  order-processor  http://${PROCESSOR_ADDR:-127.0.0.1:9101}/health
+  notifier         http://${NOTIFIER_ADDR:-127.0.0.1:9102}/health
+  redis            redis://127.0.0.1:$REDIS_PORT
+  rabbitmq         $(amqp_urls)
+  logs             $STACK/services/*.log
+
+EOF
+}
+
+services_down() {
+  local svc pid
+  for svc in "${SERVICES[@]}"; do
+    pid=$(read_pid "$STACK/services/$svc.pid")
+    if pid_alive "$pid"; then
+      kill "$pid"
+      for _ in $(seq 1 40); do pid_alive "$pid" || break; sleep 0.25; done
+      pid_alive "$pid" && kill -9 "$pid" || true
+      say "stopped $svc (pid $pid)"
+    fi
+    rm -f "$STACK/services/$svc.pid"
+  done
+}
+
+redis_down() {
+  local pid
+  pid=$(read_pid "$STACK/redis/redis.pid")
+  if pid_alive "$pid"; then
+    kill "$pid"
+    for _ in $(seq 1 40); do pid_alive "$pid" || break; sleep 0.25; done
+    say "stopped redis (pid $pid)"
+  fi
+}
+
+status() {
+  local pid i svc
+  pid=$(read_pid "$STACK/redis/redis.pid")
+  pid_alive "$pid" && echo "redis            running (pid $pid)" || echo "redis            stopped"
+  for i in $(seq 1 $NODES); do
+    pid=$(node_pid "$i")
+    pid_alive "$pid" && echo "$(node_name "$i")  running (pid $pid, port $(amqp_port "$i"))" \
+      || echo "$(node_name "$i")  stopped"
+  done
+  for svc in "${SERVICES[@]}"; do
+    pid=$(read_pid "$STACK/services/$svc.pid")
+    pid_alive "$pid" && printf '%-16s running (pid %s)\n' "$svc" "$pid" || printf '%-16s stopped\n' "$svc"
+  done
+}
+
+case "${1:-}" in
+  deps) install_packages; redis_up; rabbit_up ;;
+  up) install_packages; redis_up; rabbit_up; services_up ;;
+  down) services_down; rabbit_down; redis_down; say "stack stopped" ;;
+  status) status ;;
+  urls) amqp_urls ;;
+  start-node) rmq_prepare; node_start "$2"; node_await "$2"; wait_until "a $NODES-node cluster" 120 cluster_complete ;;
+  stop-node) node_stop "$2" ;;
+  *) die "usage: $0 deps|up|down|status|urls|start-node N|stop-node N" ;;
+esac
