@@ -39,6 +39,8 @@ impl Application {
     /// Connects to the broker first (retrying until a node answers or `shutdown`
     /// fires), so the listener only opens once orders can be published.
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // Install the recorder before the first metric is recorded.
+        pipeline::telemetry::prometheus();
         let broker = Broker::connect(config.broker.clone(), shutdown.clone())
             .await
             .context("connecting to the broker")?;

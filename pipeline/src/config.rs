@@ -87,6 +87,10 @@ pub struct BrokerConfig {
     /// `x-delivery-limit` of the work queues: deliveries before a message is
     /// dead-lettered.
     pub delivery_limit: u32,
+    /// `QUEUE_EXPIRES_SECS`: if set, queues are declared with `x-expires` and
+    /// vanish after this long unused. For throwaway environments (the tests);
+    /// leave unset in production.
+    pub queue_expires: Option<Duration>,
     /// Shown in the broker's connection list.
     pub connection_name: String,
 }
@@ -104,6 +108,10 @@ impl BrokerConfig {
             max_backoff: millis_or("AMQP_MAX_BACKOFF_MS", 5_000)?,
             topology_prefix: topology_prefix_from_env()?,
             delivery_limit: parse_or("DELIVERY_LIMIT", 5)?,
+            queue_expires: match parse_or::<u64>("QUEUE_EXPIRES_SECS", 0)? {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
             connection_name: connection_name.to_owned(),
         })
     }

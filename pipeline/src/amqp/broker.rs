@@ -112,7 +112,8 @@ impl Broker {
     /// does or `shutdown` is cancelled, then keeps the link alive in the
     /// background until `shutdown`.
     pub async fn connect(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let topology = Topology::new(config.topology_prefix.clone(), config.delivery_limit);
+        let topology = Topology::new(config.topology_prefix.clone(), config.delivery_limit)
+            .with_expiry(config.queue_expires);
         let (link, _) = watch::channel(None);
         let broker = Self {
             inner: Arc::new(Inner {

@@ -23,6 +23,7 @@ use crate::messages::ROUTE_ORDER_CREATED;
 pub struct Topology {
     prefix: String,
     delivery_limit: u32,
+    expires: Option<std::time::Duration>,
 }
 
 impl Topology {
@@ -30,7 +31,14 @@ impl Topology {
         Self {
             prefix: prefix.into(),
             delivery_limit,
+            expires: None,
         }
+    }
+
+    /// Queues vanish after `expires` unused (`x-expires`); for throwaway setups.
+    pub fn with_expiry(mut self, expires: Option<std::time::Duration>) -> Self {
+        self.expires = expires;
+        self
     }
 
     fn name(&self, base: &str) -> String {
@@ -95,7 +103,7 @@ impl Topology {
         ];
         for (queue, exchange, route, dlq) in work {
             // The DLQ first, so a message dead-lettered right away has a home.
-            self.declare_queue(channel, &dlq, quorum_args()).await?;
+            self.declare_queue(channel, &dlq, self.quorum_args()).await?;
             self.bind(channel, &dlq, &self.dead_letter_exchange(), &dlq).await?;
             self.declare_queue(channel, &queue, self.work_queue_args(&dlq))
                 .await?;
@@ -126,7 +134,7 @@ impl Topology {
     }
 
     fn work_queue_args(&self, dlq: &str) -> FieldTable {
-        let mut args = quorum_args();
+        let mut args = self.quorum_args();
         args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
@@ -149,13 +157,19 @@ impl Topology {
         );
         args
     }
-}
 
-fn quorum_args() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    args
+    fn quorum_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        if let Some(expires) = self.expires {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        args
+    }
 }

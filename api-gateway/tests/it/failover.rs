@@ -1,0 +1,123 @@
+//! Broker node failure under load: `kill -9` the node the gateway is connected
+//! to, keep ordering, and check that every accepted order is in the queue.
+//!
+//! This kills a node of the shared local cluster, so it runs in the
+//! `cluster-faults` nextest group (one at a time) and always restarts the node.
+//! It kills node 3, which the other tests (connecting to node 1 first) do not use.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline::config::parse_urls;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::helpers::{broker_urls, eventually, spawn_with, test_config, unique_prefix};
+
+fn stack_dir() -> PathBuf {
+    std::env::var("STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack"))
+}
+
+fn stack_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh")
+}
+
+/// Restarts the node when dropped, pass or fail, so the stack is left whole.
+struct RestartNode(u8);
+
+impl Drop for RestartNode {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("bash")
+            .arg(stack_script())
+            .args(["start-node", &self.0.to_string()])
+            .status();
+        assert!(matches!(status, Ok(s) if s.success()), "restarting node {} failed: {status:?}", self.0);
+    }
+}
+
+#[tokio::test]
+async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
+    let urls = parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap();
+    assert!(urls.len() >= 3, "this test needs the 3-node local cluster");
+    let pid_file = stack_dir().join("rabbitmq/rabbit3/pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("node 3 of the local stack is not running ({}): {e}", pid_file.display()));
+    let pid = pid.trim().to_owned();
+
+    // Connect to node 3 first, so killing it forces a failover.
+    let mut config = test_config(&unique_prefix());
+    config.broker.urls = vec![urls[2].clone(), urls[0].clone(), urls[1].clone()];
+    config.broker.heartbeat = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(3);
+    let app = Arc::new(spawn_with(config).await);
+    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let node3 = format!("{}:{}", urls[2].authority.host, urls[2].authority.port);
+    assert_eq!(health["components"]["broker"]["node"], node3.as_str());
+
+    const ORDERS: usize = 400;
+    const CLIENTS: usize = 8;
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let unavailable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (app, accepted, unavailable) = (app.clone(), accepted.clone(), unavailable.clone());
+            tokio::spawn(async move {
+                for i in (c..ORDERS).step_by(CLIENTS) {
+                    let id = format!("fo-{i}");
+                    let body = format!(r#"{{"id":"{id}","sku":"mag-safe-phone-case","qty":1}}"#);
+                    // A client that retries with the same key until accepted.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let res = app.post_order(&body, None).await;
+                        match res.status().as_u16() {
+                            202 => break,
+                            503 | 409 => {
+                                unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                assert!(tokio::time::Instant::now() < deadline, "{id} never accepted");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            other => panic!("{id}: unexpected {other}"),
+                        }
+                    }
+                    accepted.lock().await.insert(id);
+                }
+            })
+        })
+        .collect();
+
+    eventually(Duration::from_secs(30), "some orders accepted before the kill", || async {
+        accepted.lock().await.len() >= 50
+    })
+    .await;
+    let restart = RestartNode(3);
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success());
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let accepted = accepted.lock().await.clone();
+    assert_eq!(accepted.len(), ORDERS);
+    let queued: HashSet<String> = app
+        .drain_orders()
+        .await
+        .iter()
+        .map(|m| m.delivery.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    let missing: Vec<_> = accepted.difference(&queued).collect();
+    assert!(missing.is_empty(), "accepted but not in orders.queue: {missing:?}");
+    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_ne!(health["components"]["broker"]["node"], node3.as_str(), "failed over");
+    eprintln!(
+        "failover: {} orders accepted, {} retries answered 503/409 during the failover",
+        accepted.len(),
+        unavailable.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    drop(restart);
+    let app = Arc::try_unwrap(app).ok().expect("clients are done");
+    app.stop().await;
+}

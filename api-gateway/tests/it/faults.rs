@@ -1,0 +1,163 @@
+//! Faults one gateway meets alone: Redis gone, an unroutable publish, its broker
+//! link cut or silently blackholed. Each is injected only into this test's own
+//! path (a closed port, its own bindings, a TCP proxy of its own), so the shared
+//! stack and the tests running beside it are untouched.
+
+use std::time::Duration;
+
+use lapin::options::QueueBindOptions;
+use lapin::types::FieldTable;
+use pipeline::config::parse_urls;
+use serde_json::Value;
+
+use crate::helpers::{ProxyMode, TcpProxy, broker_urls, eventually, spawn_with, test_config, unique_prefix};
+
+const ORDER: &str = r#"{"id":"order-f1","sku":"mag-safe-phone-case","qty":1}"#;
+
+#[tokio::test]
+async fn redis_unreachable_is_503_and_health_says_so() {
+    let mut config = test_config(&unique_prefix());
+    config.redis.url = "redis://127.0.0.1:1".into();
+    let app = spawn_with(config).await;
+    let res = app.post_order(ORDER, None).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/store-unavailable");
+    assert!(!body.to_string().contains("refused"), "no internal error text: {body}");
+    assert_eq!(app.queued_orders().await, 0, "nothing accepted");
+
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["components"]["redis"], "down");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unroutable_publish_is_503_and_the_key_is_released() {
+    let app = spawn_app_default().await;
+    let conn = app.broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_unbind(app.queue().into(), app.exchange().into(), "order.new".into(), FieldTable::default())
+        .await
+        .unwrap();
+
+    let res = app.post_order(ORDER, None).await;
+    assert_eq!(res.status(), 503, "a returned message is not a success");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/broker-unavailable");
+
+    ch.queue_bind(
+        app.queue().into(),
+        app.exchange().into(),
+        "order.new".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let retry = app.post_order(ORDER, None).await;
+    assert_eq!(retry.status(), 202, "the key was released, so the retry is processed");
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.queued_orders().await, 1);
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}
+
+async fn spawn_app_default() -> crate::helpers::TestApp {
+    spawn_with(test_config(&unique_prefix())).await
+}
+
+fn first_node() -> std::net::SocketAddr {
+    let url = &parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap()[0];
+    format!("{}:{}", url.authority.host, url.authority.port).parse().unwrap()
+}
+
+#[tokio::test]
+async fn broker_down_is_503_then_a_retry_succeeds_with_one_message() {
+    let proxy = TcpProxy::start(first_node()).await;
+    let mut config = test_config(&unique_prefix());
+    config.broker.urls = parse_urls("RABBITMQ_URLS", &proxy.url()).unwrap();
+    config.broker.heartbeat = Duration::from_secs(1);
+    config.request_timeout = Duration::from_millis(1500);
+    let app = spawn_with(config).await;
+
+    proxy.set(ProxyMode::Down);
+    eventually(Duration::from_secs(10), "health to report the broker down", || async {
+        app.client.get(app.url("/health")).send().await.unwrap().status() == 503
+    })
+    .await;
+    let res = app.post_order(ORDER, None).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+
+    proxy.set(ProxyMode::Forward);
+    eventually(Duration::from_secs(15), "the gateway to reconnect", || async {
+        app.client.get(app.url("/health")).send().await.unwrap().status() == 200
+    })
+    .await;
+    let retry = app.post_order(ORDER, None).await;
+    assert_eq!(retry.status(), 202);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.queued_orders().await, 1, "exactly one message");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn silent_network_cut_times_out_the_confirm_and_fails_over_to_another_node() {
+    let proxy = TcpProxy::start(first_node()).await;
+    let mut config = test_config(&unique_prefix());
+    let direct = broker_urls();
+    config.broker.urls = parse_urls("RABBITMQ_URLS", &format!("{},{direct}", proxy.url())).unwrap();
+    config.broker.heartbeat = Duration::from_secs(1);
+    config.broker.confirm_timeout = Duration::from_millis(800);
+    config.request_timeout = Duration::from_millis(1500);
+    let app = spawn_with(config).await;
+    let node_of = |v: &Value| v["components"]["broker"]["node"].as_str().map(str::to_owned);
+    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(node_of(&health), Some(proxy.addr.to_string()));
+
+    proxy.set(ProxyMode::Blackhole);
+    let res = app.post_order(ORDER, None).await;
+    assert_eq!(res.status(), 503, "no confirm within the deadline is not a 202");
+
+    // Missed heartbeats reveal the dead link; the gateway moves to a real node.
+    eventually(Duration::from_secs(20), "failover to a direct node", || async {
+        let res = app.client.get(app.url("/health")).send().await.unwrap();
+        let body: Value = res.json().await.unwrap();
+        node_of(&body).is_some_and(|n| n != proxy.addr.to_string())
+    })
+    .await;
+    let retry = app.post_order(ORDER, None).await;
+    assert_eq!(retry.status(), 202);
+    assert_eq!(app.queued_orders().await, 1, "the blackholed publish never arrived");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_then_stops() {
+    let app = spawn_app_default().await;
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let req = app
+                .client
+                .post(app.url("/orders"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"id":"s-{i}","sku":"mag-safe-phone-case","qty":1}}"#));
+            tokio::spawn(req.send())
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    app.shutdown.cancel();
+    let mut accepted = 0;
+    for r in requests {
+        if let Ok(Ok(res)) = r.await {
+            assert_eq!(res.status(), 202, "a request the server took is finished, not cut");
+            accepted += 1;
+        }
+    }
+    assert_eq!(app.queued_orders().await, accepted, "every 202 has its message");
+    app.stop().await;
+}
