@@ -117,6 +117,61 @@ pub async fn serve(
         .await
 }
 
+/// What `/`, `/health` and `/metrics` need from a service.
+#[derive(Clone)]
+pub struct Ops {
+    pub service: &'static str,
+    pub pool: deadpool_redis::Pool,
+    pub broker: crate::amqp::Broker,
+}
+
+/// `GET /` (name and version), `GET /health` (Redis and broker state) and
+/// `GET /metrics` (Prometheus text), the same on every service.
+pub fn ops_router<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
+    let root = {
+        let service = ops.service;
+        move || async move {
+            axum::Json(serde_json::json!({
+                "service": service,
+                "version": env!("CARGO_PKG_VERSION"),
+                "status": "ok",
+            }))
+        }
+    };
+    let health = move || {
+        let ops = ops.clone();
+        async move { health(&ops).await }
+    };
+    Router::new()
+        .route("/", axum::routing::get(root))
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(prometheus_metrics))
+}
+
+/// 200 when Redis answers and a broker link is open, 503 otherwise, with the
+/// state of each.
+async fn health(ops: &Ops) -> Response {
+    let redis_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&ops.pool)).await,
+        Ok(Ok(()))
+    );
+    let link = ops.broker.current();
+    let healthy = redis_ok && link.is_some();
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "service": ops.service,
+        "status": if healthy { "ok" } else { "degraded" },
+        "components": {
+            "redis": if redis_ok { "up" } else { "down" },
+            "broker": match &link {
+                Some(l) => serde_json::json!({"status": "up", "node": l.node}),
+                None => serde_json::json!({"status": "down"}),
+            },
+        },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

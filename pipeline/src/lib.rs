@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod messages;
 pub mod store;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

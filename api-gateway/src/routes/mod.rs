@@ -1,4 +1,3 @@
 //! The gateway's HTTP surface, one module per concern.
 
-pub mod health;
 pub mod orders;

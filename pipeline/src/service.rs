@@ -1,0 +1,80 @@
+//! What every service does at start-up and shutdown, in one place.
+//!
+//! [`Base::start`] reads the shared configuration, installs the metrics
+//! recorder, connects to the broker (declaring the topology, retrying until a
+//! node answers or a signal arrives), creates the Redis pool and binds the HTTP
+//! listener, in that order: a service is only reachable once it can work.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use deadpool_redis::Pool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::Broker;
+use crate::config::{BrokerConfig, RedisConfig};
+use crate::http::{Ops, ops_router};
+use crate::keys::Keys;
+
+/// A started service: connected, bound, not yet serving.
+pub struct Base {
+    pub service: &'static str,
+    pub broker: Broker,
+    pub pool: Pool,
+    pub keys: Keys,
+    pub listener: TcpListener,
+    pub shutdown: CancellationToken,
+}
+
+impl Base {
+    pub async fn start(
+        service: &'static str,
+        addr: SocketAddr,
+        broker: BrokerConfig,
+        redis: &RedisConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        crate::telemetry::prometheus();
+        let broker = Broker::connect(broker, shutdown.clone())
+            .await
+            .context("connecting to the broker")?;
+        let pool = crate::store::create_pool(redis).context("creating the Redis pool")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(service, addr = %listener.local_addr()?, "listening");
+        Ok(Self {
+            service,
+            broker,
+            pool,
+            keys: Keys::new(redis.key_prefix.clone()),
+            listener,
+            shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// `/`, `/health` and `/metrics` for this service.
+    pub fn ops_router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        ops_router(Ops {
+            service: self.service,
+            pool: self.pool.clone(),
+            broker: self.broker.clone(),
+        })
+    }
+
+    /// Serves `router` until shutdown, lets in-flight requests finish, then
+    /// closes the broker link cleanly.
+    pub async fn serve(self, router: Router) -> anyhow::Result<()> {
+        let router = router.route_layer(axum::middleware::from_fn(crate::http::track_requests));
+        crate::http::serve(self.listener, router, self.shutdown).await?;
+        self.broker.close().await;
+        tracing::info!(service = self.service, "stopped");
+        Ok(())
+    }
+}
