@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or};
+use pipeline::config::{
+    BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or,
+};
 
 use crate::idempotency::Lifetimes;
 

@@ -42,7 +42,8 @@ impl IntoResponse for ApiError {
         let detail = self.to_string();
         let problem = match self {
             Self::MalformedJson(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON").detail(detail)
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
+                    .detail(detail)
             }
             Self::UnsupportedMediaType => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -50,10 +51,12 @@ impl IntoResponse for ApiError {
                 "Unsupported media type",
             )
             .detail(detail),
-            Self::PayloadTooLarge(_) => {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-                    .detail(detail)
-            }
+            Self::PayloadTooLarge(_) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            )
+            .detail(detail),
             Self::InvalidField(f) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-field",
@@ -82,7 +85,8 @@ impl IntoResponse for ApiError {
             )
             .detail(detail),
             Self::OrderNotFound => {
-                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found").detail(detail)
+                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")
+                    .detail(detail)
             }
             Self::BrokerUnavailable(cause) => {
                 tracing::warn!(error = %cause, "order not accepted: broker unavailable");

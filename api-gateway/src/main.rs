@@ -7,5 +7,8 @@ async fn main() -> anyhow::Result<()> {
     pipeline::telemetry::init("api-gateway")?;
     let config = GatewayConfig::from_env()?;
     let shutdown = pipeline::shutdown::on_signal();
-    Application::build(config, shutdown).await?.run_until_stopped().await
+    Application::build(config, shutdown)
+        .await?
+        .run_until_stopped()
+        .await
 }

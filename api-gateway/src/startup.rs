@@ -37,9 +37,15 @@ impl Application {
     /// Connects to the broker first (retrying until a node answers or `shutdown`
     /// fires), so the listener only opens once orders can be published.
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let base = Base::start("api-gateway", config.addr, config.broker.clone(), &config.redis, shutdown)
-            .await
-            .context("starting api-gateway (GATEWAY_ADDR)")?;
+        let base = Base::start(
+            "api-gateway",
+            config.addr,
+            config.broker.clone(),
+            &config.redis,
+            shutdown,
+        )
+        .await
+        .context("starting api-gateway (GATEWAY_ADDR)")?;
         let state = AppState {
             store: Store::new(base.pool.clone(), base.keys.clone(), config.lifetimes),
             broker: base.broker.clone(),

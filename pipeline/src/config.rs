@@ -43,10 +43,9 @@ where
     T::Err: Display,
 {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|e| ConfigError::new(name, &v, e)),
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e| ConfigError::new(name, &v, e))
+        }
         _ => Ok(default),
     }
 }
@@ -55,7 +54,11 @@ where
 pub fn millis_or(name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
     let ms: u64 = parse_or(name, default_ms)?;
     if ms == 0 {
-        return Err(ConfigError::new(name, "0", "must be at least 1 (milliseconds)"));
+        return Err(ConfigError::new(
+            name,
+            "0",
+            "must be at least 1 (milliseconds)",
+        ));
     }
     Ok(Duration::from_millis(ms))
 }
@@ -165,7 +168,10 @@ pub struct RedisConfig {
 impl RedisConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let url = var_or("REDIS_URL", "redis://127.0.0.1:6379");
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
             return Err(ConfigError::new(
                 "REDIS_URL",
                 &url,
@@ -174,7 +180,11 @@ impl RedisConfig {
         }
         let pool_size: usize = parse_or("REDIS_POOL_SIZE", 16)?;
         if pool_size == 0 {
-            return Err(ConfigError::new("REDIS_POOL_SIZE", "0", "must be at least 1"));
+            return Err(ConfigError::new(
+                "REDIS_POOL_SIZE",
+                "0",
+                "must be at least 1",
+            ));
         }
         Ok(Self {
             url,

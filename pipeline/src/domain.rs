@@ -144,7 +144,10 @@ impl IdempotencyKey {
                 format!("must be at most {} characters", Self::MAX_LEN),
             ));
         }
-        if inner.chars().any(|c| !c.is_ascii_graphic() || c == '"' || c == '\\') {
+        if inner
+            .chars()
+            .any(|c| !c.is_ascii_graphic() || c == '"' || c == '\\')
+        {
             return Err(InvalidField::new(
                 "Idempotency-Key",
                 "must be visible ASCII without quotes or backslashes",
@@ -246,7 +249,9 @@ mod tests {
     fn idempotency_key_accepts_bare_and_quoted_forms() {
         assert_eq!(IdempotencyKey::parse_header("abc").unwrap().as_str(), "abc");
         assert_eq!(
-            IdempotencyKey::parse_header("\"8e03978e-40d5\"").unwrap().as_str(),
+            IdempotencyKey::parse_header("\"8e03978e-40d5\"")
+                .unwrap()
+                .as_str(),
             "8e03978e-40d5"
         );
         assert!(IdempotencyKey::parse_header("\"\"").is_err());

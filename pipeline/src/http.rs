@@ -157,7 +157,11 @@ async fn health(ops: &Ops) -> Response {
     );
     let link = ops.broker.current();
     let healthy = redis_ok && link.is_some();
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "service": ops.service,
         "status": if healthy { "ok" } else { "degraded" },
@@ -183,6 +187,9 @@ mod tests {
             .into_response();
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 }

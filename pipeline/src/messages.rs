@@ -47,11 +47,14 @@ mod tests {
         let msg: OrderPlaced = serde_json::from_str(json).unwrap();
         assert_eq!(msg.qty.get(), 2);
         assert_eq!(serde_json::to_string(&msg).unwrap(), json);
-        assert!(serde_json::from_str::<OrderPlaced>(&json.replace("\"qty\":2", "\"qty\":0"))
-            .is_err());
-        assert!(serde_json::from_str::<OrderPlaced>(
-            r#"{"id":"o","sku":"s","qty":1,"placed_at_ms":1,"extra":true}"#
-        )
-        .is_err());
+        assert!(
+            serde_json::from_str::<OrderPlaced>(&json.replace("\"qty\":2", "\"qty\":0")).is_err()
+        );
+        assert!(
+            serde_json::from_str::<OrderPlaced>(
+                r#"{"id":"o","sku":"s","qty":1,"placed_at_ms":1,"extra":true}"#
+            )
+            .is_err()
+        );
     }
 }

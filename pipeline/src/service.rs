@@ -56,7 +56,9 @@ impl Base {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// `/`, `/health` and `/metrics` for this service.

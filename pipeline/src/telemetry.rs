@@ -20,7 +20,12 @@ pub fn init(service: &str) -> Result<(), ConfigError> {
     let registry = tracing_subscriber::registry().with(filter);
     match format.as_str() {
         "json" => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
             .init(),
         "pretty" => registry.with(fmt::layer().compact()).init(),
         other => {

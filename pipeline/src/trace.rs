@@ -15,7 +15,10 @@ impl TraceParent {
     pub fn generate() -> Self {
         let mut rng = rand::rng();
         Self {
-            trace_id: format!("{:032x}", rng.next_u64() as u128 | ((rng.next_u64() as u128) << 64)),
+            trace_id: format!(
+                "{:032x}",
+                rng.next_u64() as u128 | ((rng.next_u64() as u128) << 64)
+            ),
             span_id: format!("{:016x}", rng.next_u64() | 1),
         }
     }
@@ -69,8 +72,14 @@ mod tests {
     #[test]
     fn malformed_values_are_refused() {
         assert!(TraceParent::parse("00-abc-def-01").is_none());
-        assert!(TraceParent::parse(&format!("00-{}-{}-01", "0".repeat(32), "1".repeat(16))).is_none());
-        assert!(TraceParent::parse(&format!("01-{}-{}-01", "a".repeat(32), "1".repeat(16))).is_none());
-        assert!(TraceParent::parse(&format!("00-{}-{}-01", "a".repeat(32), "1".repeat(16))).is_some());
+        assert!(
+            TraceParent::parse(&format!("00-{}-{}-01", "0".repeat(32), "1".repeat(16))).is_none()
+        );
+        assert!(
+            TraceParent::parse(&format!("01-{}-{}-01", "a".repeat(32), "1".repeat(16))).is_none()
+        );
+        assert!(
+            TraceParent::parse(&format!("00-{}-{}-01", "a".repeat(32), "1".repeat(16))).is_some()
+        );
     }
 }

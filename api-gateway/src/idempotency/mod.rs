@@ -114,7 +114,11 @@ impl Store {
     }
 
     /// Claims `key` for a request whose canonical payload is `fingerprint`.
-    pub async fn begin(&self, key: &IdempotencyKey, fingerprint: &str) -> anyhow::Result<NextAction> {
+    pub async fn begin(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> anyhow::Result<NextAction> {
         let token = uuid_token();
         let mut conn = self.pool.get().await?;
         let reply: Vec<String> = BEGIN
@@ -192,9 +196,12 @@ mod tests {
 
     #[test]
     fn finished_request_is_replayed_verbatim() {
-        let action =
-            NextAction::from_reply(&key(), "t".into(), &reply(&["replay", "202", "{\"id\":\"o\"}"]))
-                .unwrap();
+        let action = NextAction::from_reply(
+            &key(),
+            "t".into(),
+            &reply(&["replay", "202", "{\"id\":\"o\"}"]),
+        )
+        .unwrap();
         assert_eq!(
             action,
             NextAction::Replay(StoredResponse {
@@ -206,14 +213,16 @@ mod tests {
 
     #[test]
     fn in_flight_request_conflicts_with_at_least_a_second_to_wait() {
-        let action = NextAction::from_reply(&key(), "t".into(), &reply(&["conflict", "250"])).unwrap();
+        let action =
+            NextAction::from_reply(&key(), "t".into(), &reply(&["conflict", "250"])).unwrap();
         assert_eq!(
             action,
             NextAction::Conflict {
                 retry_after: Duration::from_secs(1)
             }
         );
-        let action = NextAction::from_reply(&key(), "t".into(), &reply(&["conflict", "29500"])).unwrap();
+        let action =
+            NextAction::from_reply(&key(), "t".into(), &reply(&["conflict", "29500"])).unwrap();
         assert_eq!(
             action,
             NextAction::Conflict {

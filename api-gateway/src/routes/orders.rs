@@ -60,7 +60,9 @@ impl OrderRequest {
         let qty = match fields.remove("qty") {
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(q) => Quantity::parse(q, max_qty).map_err(ApiError::InvalidField)?,
-                None if n.is_u64() => Quantity::parse(i64::MAX, max_qty).map_err(ApiError::InvalidField)?,
+                None if n.is_u64() => {
+                    Quantity::parse(i64::MAX, max_qty).map_err(ApiError::InvalidField)?
+                }
                 None => return Err(invalid("qty", "must be a whole number")),
             },
             None | Some(Value::Null) => return Err(invalid("qty", "is required")),
@@ -98,11 +100,20 @@ fn invalid(field: &'static str, reason: &str) -> ApiError {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 async fn create_order(
@@ -200,7 +211,10 @@ async fn intake(
         if let Some(claim) = &claim {
             if let Err(release) = state.store.release(claim).await {
                 // The lease still expires on its own; the retry waits for it.
-                tracing::error!(error = format!("{release:#}"), "could not release idempotency key");
+                tracing::error!(
+                    error = format!("{release:#}"),
+                    "could not release idempotency key"
+                );
             }
         }
         return Err(ApiError::BrokerUnavailable(e));
@@ -234,7 +248,10 @@ fn order_response(stored: &StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
     let mut res = (status, stored.body.clone()).into_response();
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let id = serde_json::from_str::<Value>(&stored.body)
         .ok()
         .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
@@ -247,7 +264,10 @@ fn order_response(stored: &StoredResponse, replayed: bool) -> Response {
     res
 }
 
-async fn get_order(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn get_order(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = OrderId::parse(&raw).map_err(ApiError::InvalidField)?;
     let mut conn = state
         .pool
@@ -308,30 +328,59 @@ mod tests {
     #[test]
     fn id_is_optional() {
         assert!(parse(r#"{"sku":"s","qty":1}"#).unwrap().id.is_none());
-        assert!(parse(r#"{"id":null,"sku":"s","qty":1}"#).unwrap().id.is_none());
+        assert!(
+            parse(r#"{"id":null,"sku":"s","qty":1}"#)
+                .unwrap()
+                .id
+                .is_none()
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of(parse(r#"{"qty":1}"#).unwrap_err()), "sku");
         assert_eq!(field_of(parse(r#"{"sku":"s"}"#).unwrap_err()), "qty");
-        assert_eq!(field_of(parse(r#"{"sku":"s","qty":0}"#).unwrap_err()), "qty");
-        assert_eq!(field_of(parse(r#"{"sku":"s","qty":1001}"#).unwrap_err()), "qty");
-        assert_eq!(field_of(parse(r#"{"sku":"s","qty":2.5}"#).unwrap_err()), "qty");
-        assert_eq!(field_of(parse(r#"{"sku":"s","qty":"2"}"#).unwrap_err()), "qty");
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":0}"#).unwrap_err()),
+            "qty"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":1001}"#).unwrap_err()),
+            "qty"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":2.5}"#).unwrap_err()),
+            "qty"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":"2"}"#).unwrap_err()),
+            "qty"
+        );
         assert_eq!(
             field_of(parse(r#"{"sku":"s","qty":18446744073709551615}"#).unwrap_err()),
             "qty"
         );
-        assert_eq!(field_of(parse(r#"{"sku":"a b","qty":1}"#).unwrap_err()), "sku");
-        assert_eq!(field_of(parse(r#"{"id":7,"sku":"s","qty":1}"#).unwrap_err()), "id");
-        assert_eq!(field_of(parse(r#"{"sku":"s","qty":1,"price":3}"#).unwrap_err()), "body");
+        assert_eq!(
+            field_of(parse(r#"{"sku":"a b","qty":1}"#).unwrap_err()),
+            "sku"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"id":7,"sku":"s","qty":1}"#).unwrap_err()),
+            "id"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"sku":"s","qty":1,"price":3}"#).unwrap_err()),
+            "body"
+        );
         assert_eq!(field_of(parse(r#"[1,2]"#).unwrap_err()), "body");
     }
 
     #[test]
     fn broken_json_is_malformed_not_invalid() {
-        assert!(matches!(parse(r#"{"sku":"s","#), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse(r#"{"sku":"s","#),
+            Err(ApiError::MalformedJson(_))
+        ));
         assert!(matches!(parse(""), Err(ApiError::MalformedJson(_))));
     }
 
@@ -348,9 +397,15 @@ mod tests {
     fn json_content_types_are_recognised() {
         let mut h = HeaderMap::new();
         assert!(!is_json(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert!(is_json(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/merge-patch+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge-patch+json"),
+        );
         assert!(is_json(&h));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(!is_json(&h));

@@ -35,7 +35,11 @@ impl Drop for RestartNode {
             .arg(stack_script())
             .args(["start-node", &self.0.to_string()])
             .status();
-        assert!(matches!(status, Ok(s) if s.success()), "restarting node {} failed: {status:?}", self.0);
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "restarting node {} failed: {status:?}",
+            self.0
+        );
     }
 }
 
@@ -44,8 +48,12 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
     let urls = parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap();
     assert!(urls.len() >= 3, "this test needs the 3-node local cluster");
     let pid_file = stack_dir().join("rabbitmq/rabbit3/pid");
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("node 3 of the local stack is not running ({}): {e}", pid_file.display()));
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| {
+        panic!(
+            "node 3 of the local stack is not running ({}): {e}",
+            pid_file.display()
+        )
+    });
     let pid = pid.trim().to_owned();
 
     // Connect to node 3 first, so killing it forces a failover.
@@ -54,7 +62,15 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
     config.broker.heartbeat = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(3);
     let app = Arc::new(spawn_with(config).await);
-    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let node3 = format!("{}:{}", urls[2].authority.host, urls[2].authority.port);
     assert_eq!(health["components"]["broker"]["node"], node3.as_str());
 
@@ -77,7 +93,10 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
                             202 => break,
                             503 | 409 => {
                                 unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                assert!(tokio::time::Instant::now() < deadline, "{id} never accepted");
+                                assert!(
+                                    tokio::time::Instant::now() < deadline,
+                                    "{id} never accepted"
+                                );
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                             other => panic!("{id}: unexpected {other}"),
@@ -89,12 +108,17 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
         })
         .collect();
 
-    eventually(Duration::from_secs(30), "some orders accepted before the kill", || async {
-        accepted.lock().await.len() >= 50
-    })
+    eventually(
+        Duration::from_secs(30),
+        "some orders accepted before the kill",
+        || async { accepted.lock().await.len() >= 50 },
+    )
     .await;
     let restart = RestartNode(3);
-    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     for c in clients {
         c.await.unwrap();
@@ -106,12 +130,34 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
         .drain_orders()
         .await
         .iter()
-        .map(|m| m.delivery.properties.message_id().as_ref().unwrap().to_string())
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let missing: Vec<_> = accepted.difference(&queued).collect();
-    assert!(missing.is_empty(), "accepted but not in orders.queue: {missing:?}");
-    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
-    assert_ne!(health["components"]["broker"]["node"], node3.as_str(), "failed over");
+    assert!(
+        missing.is_empty(),
+        "accepted but not in orders.queue: {missing:?}"
+    );
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        health["components"]["broker"]["node"],
+        node3.as_str(),
+        "failed over"
+    );
     eprintln!(
         "failover: {} orders accepted, {} retries answered 503/409 during the failover",
         accepted.len(),

@@ -10,7 +10,9 @@ use lapin::types::FieldTable;
 use pipeline::config::parse_urls;
 use serde_json::Value;
 
-use crate::helpers::{ProxyMode, TcpProxy, broker_urls, eventually, spawn_with, test_config, unique_prefix};
+use crate::helpers::{
+    ProxyMode, TcpProxy, broker_urls, eventually, spawn_with, test_config, unique_prefix,
+};
 
 const ORDER: &str = r#"{"id":"order-f1","sku":"mag-safe-phone-case","qty":1}"#;
 
@@ -25,7 +27,10 @@ async fn redis_unreachable_is_503_and_health_says_so() {
     assert!(res.headers().contains_key("retry-after"));
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["type"], "/problems/store-unavailable");
-    assert!(!body.to_string().contains("refused"), "no internal error text: {body}");
+    assert!(
+        !body.to_string().contains("refused"),
+        "no internal error text: {body}"
+    );
     assert_eq!(app.queued_orders().await, 0, "nothing accepted");
 
     let health = app.client.get(app.url("/health")).send().await.unwrap();
@@ -40,9 +45,14 @@ async fn unroutable_publish_is_503_and_the_key_is_released() {
     let app = spawn_app_default().await;
     let conn = app.broker().await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_unbind(app.queue().into(), app.exchange().into(), "order.new".into(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_unbind(
+        app.queue().into(),
+        app.exchange().into(),
+        "order.new".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 503, "a returned message is not a success");
@@ -59,7 +69,11 @@ async fn unroutable_publish_is_503_and_the_key_is_released() {
     .await
     .unwrap();
     let retry = app.post_order(ORDER, None).await;
-    assert_eq!(retry.status(), 202, "the key was released, so the retry is processed");
+    assert_eq!(
+        retry.status(),
+        202,
+        "the key was released, so the retry is processed"
+    );
     assert!(retry.headers().get("idempotent-replayed").is_none());
     assert_eq!(app.queued_orders().await, 1);
     let _ = conn.close(200, "done".into()).await;
@@ -72,7 +86,9 @@ async fn spawn_app_default() -> crate::helpers::TestApp {
 
 fn first_node() -> std::net::SocketAddr {
     let url = &parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap()[0];
-    format!("{}:{}", url.authority.host, url.authority.port).parse().unwrap()
+    format!("{}:{}", url.authority.host, url.authority.port)
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -85,18 +101,38 @@ async fn broker_down_is_503_then_a_retry_succeeds_with_one_message() {
     let app = spawn_with(config).await;
 
     proxy.set(ProxyMode::Down);
-    eventually(Duration::from_secs(10), "health to report the broker down", || async {
-        app.client.get(app.url("/health")).send().await.unwrap().status() == 503
-    })
+    eventually(
+        Duration::from_secs(10),
+        "health to report the broker down",
+        || async {
+            app.client
+                .get(app.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
     .await;
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
 
     proxy.set(ProxyMode::Forward);
-    eventually(Duration::from_secs(15), "the gateway to reconnect", || async {
-        app.client.get(app.url("/health")).send().await.unwrap().status() == 200
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the gateway to reconnect",
+        || async {
+            app.client
+                .get(app.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
     .await;
     let retry = app.post_order(ORDER, None).await;
     assert_eq!(retry.status(), 202);
@@ -115,24 +151,48 @@ async fn silent_network_cut_times_out_the_confirm_and_fails_over_to_another_node
     config.broker.confirm_timeout = Duration::from_millis(800);
     config.request_timeout = Duration::from_millis(1500);
     let app = spawn_with(config).await;
-    let node_of = |v: &Value| v["components"]["broker"]["node"].as_str().map(str::to_owned);
-    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let node_of = |v: &Value| {
+        v["components"]["broker"]["node"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(node_of(&health), Some(proxy.addr.to_string()));
 
     proxy.set(ProxyMode::Blackhole);
     let res = app.post_order(ORDER, None).await;
-    assert_eq!(res.status(), 503, "no confirm within the deadline is not a 202");
+    assert_eq!(
+        res.status(),
+        503,
+        "no confirm within the deadline is not a 202"
+    );
 
     // Missed heartbeats reveal the dead link; the gateway moves to a real node.
-    eventually(Duration::from_secs(20), "failover to a direct node", || async {
-        let res = app.client.get(app.url("/health")).send().await.unwrap();
-        let body: Value = res.json().await.unwrap();
-        node_of(&body).is_some_and(|n| n != proxy.addr.to_string())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "failover to a direct node",
+        || async {
+            let res = app.client.get(app.url("/health")).send().await.unwrap();
+            let body: Value = res.json().await.unwrap();
+            node_of(&body).is_some_and(|n| n != proxy.addr.to_string())
+        },
+    )
     .await;
     let retry = app.post_order(ORDER, None).await;
     assert_eq!(retry.status(), 202);
-    assert_eq!(app.queued_orders().await, 1, "the blackholed publish never arrived");
+    assert_eq!(
+        app.queued_orders().await,
+        1,
+        "the blackholed publish never arrived"
+    );
     app.stop().await;
 }
 
@@ -145,7 +205,9 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops() {
                 .client
                 .post(app.url("/orders"))
                 .header("content-type", "application/json")
-                .body(format!(r#"{{"id":"s-{i}","sku":"mag-safe-phone-case","qty":1}}"#));
+                .body(format!(
+                    r#"{{"id":"s-{i}","sku":"mag-safe-phone-case","qty":1}}"#
+                ));
             tokio::spawn(req.send())
         })
         .collect();
@@ -154,10 +216,18 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops() {
     let mut accepted = 0;
     for r in requests {
         if let Ok(Ok(res)) = r.await {
-            assert_eq!(res.status(), 202, "a request the server took is finished, not cut");
+            assert_eq!(
+                res.status(),
+                202,
+                "a request the server took is finished, not cut"
+            );
             accepted += 1;
         }
     }
-    assert_eq!(app.queued_orders().await, accepted, "every 202 has its message");
+    assert_eq!(
+        app.queued_orders().await,
+        accepted,
+        "every 202 has its message"
+    );
     app.stop().await;
 }

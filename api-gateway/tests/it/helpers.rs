@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_gateway::{Application, GatewayConfig};
 use api_gateway::idempotency::Lifetimes;
+use api_gateway::{Application, GatewayConfig};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -197,7 +197,12 @@ impl TestApp {
         let conn = self.broker().await;
         let _ = (&mut self.server).await;
         let ch = conn.create_channel().await.unwrap();
-        for q in ["orders.queue", "notifier.queue", "orders.dlq", "notifier.dlq"] {
+        for q in [
+            "orders.queue",
+            "notifier.queue",
+            "orders.dlq",
+            "notifier.dlq",
+        ] {
             let name = format!("{}{q}", self.config.broker.topology_prefix);
             let _ = ch.queue_delete(name.into(), Default::default()).await;
         }
@@ -216,7 +221,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -18,7 +18,15 @@ const ORDER: &str = r#"{"id":"order123","sku":"mag-safe-phone-case","qty":2}"#;
 #[tokio::test]
 async fn root_names_the_service() {
     let app = spawn_app().await;
-    let body: Value = app.client.get(app.url("/")).send().await.unwrap().json().await.unwrap();
+    let body: Value = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["service"], "api-gateway");
     assert_eq!(body["status"], "ok");
     assert!(body["version"].is_string());
@@ -33,7 +41,12 @@ async fn health_reports_redis_and_the_broker_node() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["components"]["redis"], "up");
     assert_eq!(body["components"]["broker"]["status"], "up");
-    assert!(body["components"]["broker"]["node"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        body["components"]["broker"]["node"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     app.stop().await;
 }
 
@@ -44,7 +57,10 @@ async fn new_order_is_accepted_and_published_once_with_full_properties() {
         .client
         .post(app.url("/orders"))
         .header("content-type", "application/json")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .body(ORDER)
         .send()
         .await
@@ -53,21 +69,34 @@ async fn new_order_is_accepted_and_published_once_with_full_properties() {
     assert_eq!(res.headers()["location"], "/orders/order123");
     assert!(res.headers().get("idempotent-replayed").is_none());
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"id": "order123", "status": "accepted"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"id": "order123", "status": "accepted"})
+    );
 
     let messages = app.drain_orders().await;
     assert_eq!(messages.len(), 1);
     let msg = &messages[0];
     let props = &msg.delivery.properties;
     assert_eq!(props.message_id().as_ref().unwrap().as_str(), "order123");
-    assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "order123");
+    assert_eq!(
+        props.correlation_id().as_ref().unwrap().as_str(),
+        "order123"
+    );
     assert_eq!(*props.delivery_mode(), Some(2));
-    assert_eq!(props.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(
+        props.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
     let headers = props.headers().as_ref().unwrap();
     let Some(AMQPValue::LongString(tp)) = headers.inner().get("traceparent") else {
         panic!("no traceparent header");
     };
-    assert!(tp.to_string().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "trace id carried over: {tp}");
+    assert!(
+        tp.to_string()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "trace id carried over: {tp}"
+    );
     let payload: Value = serde_json::from_slice(&msg.delivery.data).unwrap();
     assert_eq!(payload["id"], "order123");
     assert_eq!(payload["sku"], "mag-safe-phone-case");
@@ -94,7 +123,12 @@ async fn retry_with_same_body_id_replays_first_response() {
 async fn retry_with_same_key_header_replays_the_generated_id() {
     let app = spawn_app().await;
     let body = r#"{"sku":"mag-safe-phone-case","qty":1}"#;
-    let first: Value = app.post_order(body, Some("client-key-1")).await.json().await.unwrap();
+    let first: Value = app
+        .post_order(body, Some("client-key-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
     let again = app.post_order(body, Some("\"client-key-1\"")).await;
@@ -121,7 +155,10 @@ async fn same_key_with_a_different_payload_is_422() {
     let app = spawn_app().await;
     assert_eq!(app.post_order(ORDER, None).await.status(), 202);
     let res = app
-        .post_order(r#"{"id":"order123","sku":"mag-safe-phone-case","qty":3}"#, None)
+        .post_order(
+            r#"{"id":"order123","sku":"mag-safe-phone-case","qty":3}"#,
+            None,
+        )
         .await;
     assert_eq!(res.status(), 422);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
@@ -139,16 +176,25 @@ async fn same_key_while_the_first_is_in_flight_is_409_with_retry_after() {
     let store = Store::new(
         pool,
         Keys::new(app.config.redis.key_prefix.clone()),
-        Lifetimes { lease: Duration::from_secs(30), done: Duration::from_secs(60) },
+        Lifetimes {
+            lease: Duration::from_secs(30),
+            done: Duration::from_secs(60),
+        },
     );
-    let fingerprint = OrderRequest::parse(ORDER.as_bytes(), 1000).unwrap().fingerprint();
+    let fingerprint = OrderRequest::parse(ORDER.as_bytes(), 1000)
+        .unwrap()
+        .fingerprint();
     let key = IdempotencyKey::parse_header("order123").unwrap();
     let claimed = store.begin(&key, &fingerprint).await.unwrap();
     assert!(matches!(claimed, NextAction::Process(_)));
 
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 409);
-    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(app.queued_orders().await, 0);
     app.stop().await;
@@ -171,9 +217,16 @@ async fn duplicate_storm_of_100_yields_exactly_one_message() {
             other => panic!("unexpected status {other}: {}", res.text().await.unwrap()),
         }
     }
-    assert_eq!(original, 1, "exactly one original 202 ({replayed} replayed, {conflicts} conflicts)");
+    assert_eq!(
+        original, 1,
+        "exactly one original 202 ({replayed} replayed, {conflicts} conflicts)"
+    );
     assert_eq!(original + replayed + conflicts, 100);
-    assert_eq!(app.queued_orders().await, 1, "exactly one message in orders.queue");
+    assert_eq!(
+        app.queued_orders().await,
+        1,
+        "exactly one message in orders.queue"
+    );
     app.stop().await;
 }
 
@@ -185,7 +238,12 @@ async fn accepted_order_is_recorded_and_counted_once() {
     // The same order id under a new key (a retry after a confirm timeout).
     assert_eq!(app.post_order(ORDER, Some("other-key")).await.status(), 202);
 
-    let res = app.client.get(app.url("/orders/order123")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/orders/order123"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let view: Value = res.json().await.unwrap();
     assert_eq!(view["status"], "accepted");
@@ -197,7 +255,10 @@ async fn accepted_order_is_recorded_and_counted_once() {
     let accepted: i64 = redis.hget(app.key("counters"), "accepted").await.unwrap();
     assert_eq!(accepted, 1, "an order id is counted once");
     let ttl: i64 = redis.ttl(app.key("idemp:order123")).await.unwrap();
-    assert!(ttl > 60, "the done record lives for the configured TTL, got {ttl}");
+    assert!(
+        ttl > 60,
+        "the done record lives for the configured TTL, got {ttl}"
+    );
     app.stop().await;
 }
 
@@ -206,9 +267,15 @@ async fn a_later_stage_status_is_not_overwritten_by_the_gateway() {
     let app = spawn_app().await;
     let mut redis = app.redis().await;
     // The processor can be faster than the gateway's own bookkeeping.
-    let _: () = redis.hset(app.key("order:order123"), "status", "reserved").await.unwrap();
+    let _: () = redis
+        .hset(app.key("order:order123"), "status", "reserved")
+        .await
+        .unwrap();
     assert_eq!(app.post_order(ORDER, None).await.status(), 202);
-    let status: String = redis.hget(app.key("order:order123"), "status").await.unwrap();
+    let status: String = redis
+        .hget(app.key("order:order123"), "status")
+        .await
+        .unwrap();
     assert_eq!(status, "reserved");
     app.stop().await;
 }
@@ -216,7 +283,12 @@ async fn a_later_stage_status_is_not_overwritten_by_the_gateway() {
 #[tokio::test]
 async fn unknown_order_is_404_problem() {
     let app = spawn_app().await;
-    let res = app.client.get(app.url("/orders/nope")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/orders/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     app.stop().await;
@@ -227,7 +299,15 @@ async fn metrics_count_requests_by_route_and_replays() {
     let app = spawn_app().await;
     app.post_order(ORDER, None).await;
     app.post_order(ORDER, None).await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
     assert!(text.contains("route=\"/orders\""), "{text}");
     assert!(text.contains("idempotency_replays_total"), "{text}");
@@ -248,7 +328,14 @@ async fn distinct_orders_get_distinct_messages() {
         .drain_orders()
         .await
         .iter()
-        .map(|m| m.delivery.properties.message_id().as_ref().unwrap().to_string())
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(got, ids);
     app.stop().await;

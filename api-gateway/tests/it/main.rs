@@ -1,7 +1,7 @@
 //! Integration tests of the api-gateway against real Redis and RabbitMQ.
 
-mod faults;
 mod failover;
+mod faults;
 mod helpers;
 mod intake;
 mod validation;

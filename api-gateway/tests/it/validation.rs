@@ -32,7 +32,13 @@ async fn wrong_or_missing_content_type_is_415() {
         .await
         .unwrap();
     assert_eq!(problem(res).await.0, 415);
-    let res = app.client.post(app.url("/orders")).body(r#"{"sku":"s","qty":1}"#).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/orders"))
+        .body(r#"{"sku":"s","qty":1}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(res).await.0, 415);
     app.stop().await;
 }
@@ -65,7 +71,10 @@ async fn invalid_fields_are_422_naming_the_field() {
         let (status, problem) = problem(app.post_order(body, None).await).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(problem["field"], field, "{body}: {problem}");
-        assert!(problem["detail"].as_str().unwrap().starts_with(field), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with(field),
+            "{problem}"
+        );
     }
     assert_eq!(app.queued_orders().await, 0, "nothing invalid is published");
     app.stop().await;
@@ -87,7 +96,12 @@ async fn invalid_idempotency_key_is_400() {
 #[tokio::test]
 async fn invalid_order_id_in_the_path_is_422() {
     let app = spawn_app().await;
-    let res = app.client.get(app.url("/orders/bad%20id")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/orders/bad%20id"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(res).await.0, 422);
     app.stop().await;
 }

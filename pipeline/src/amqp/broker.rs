@@ -11,7 +11,7 @@
 //! Callers that find the cell empty wait for the swap, bounded by their deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -38,12 +38,28 @@ pub struct Link {
     pub node: String,
     /// Position of the node in `RABBITMQ_URLS`.
     pub index: usize,
+    /// Set when the broker nacked a publish on this channel; see [`Link::retire`].
+    retired: AtomicBool,
+    opened_at: Instant,
 }
 
 impl Link {
-    /// Both the connection and the publishing channel are open.
+    /// Both the connection and the publishing channel are open, and the link
+    /// has not been retired.
     pub fn is_open(&self) -> bool {
-        self.connection.status().connected() && self.channel.status().connected()
+        !self.retired.load(Ordering::Relaxed)
+            && self.connection.status().connected()
+            && self.channel.status().connected()
+    }
+
+    /// Takes the link out of service so the watcher replaces it.
+    ///
+    /// Used after a nack: a quorum queue's client state lives in the channel,
+    /// and a channel that first published while the queue's leader was being
+    /// re-elected (right after a node died) can keep refusing every publish.
+    /// A fresh connection and channel start clean.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 }
 
@@ -111,7 +127,10 @@ impl Broker {
     /// Connects to the first node that answers, retrying with backoff until one
     /// does or `shutdown` is cancelled, then keeps the link alive in the
     /// background until `shutdown`.
-    pub async fn connect(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let topology = Topology::new(config.topology_prefix.clone(), config.delivery_limit)
             .with_expiry(config.queue_expires);
         let (link, _) = watch::channel(None);
@@ -181,7 +200,11 @@ impl Broker {
         result
     }
 
-    async fn publish_inner(&self, msg: &Outgoing<'_>, deadline: Instant) -> Result<(), PublishError> {
+    async fn publish_inner(
+        &self,
+        msg: &Outgoing<'_>,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
         let link = self.link_until(deadline).await?;
         let confirm_deadline = deadline.min(Instant::now() + self.inner.config.confirm_timeout);
         let mut headers = FieldTable::default();
@@ -227,7 +250,11 @@ impl Broker {
             Ok(Ok(Confirmation::Ack(Some(returned)))) => {
                 Err(PublishError::Unroutable(returned.reply_text.to_string()))
             }
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                link.retire();
+                self.inner.suspect.notify_one();
+                Err(PublishError::Nacked)
+            }
             Ok(Ok(Confirmation::NotRequested)) => {
                 unreachable!("the publishing channel is always in confirm mode")
             }
@@ -271,6 +298,11 @@ impl Broker {
             self.inner
                 .next_index
                 .store((link.index + 1) % n, Ordering::Relaxed);
+            // A link that failed at once (a nack while a queue leader is being
+            // elected) is not replaced in a tight loop.
+            if link.opened_at.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             drop(link);
             match self.connect_any().await {
                 Some(new) => self.install(new),
@@ -325,10 +357,9 @@ impl Broker {
             }
             Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no broker URL configured")))
         };
-        let retrying = round
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "no broker node answered, retrying"));
+        let retrying = round.retry(backoff).sleep(tokio::time::sleep).notify(
+            |e, delay| tracing::warn!(error = %e, ?delay, "no broker node answered, retrying"),
+        );
         tokio::select! {
             () = self.inner.shutdown.cancelled() => None,
             res = retrying => res.ok(),
@@ -341,18 +372,22 @@ impl Broker {
         uri.query.heartbeat = Some(config.heartbeat.as_secs().clamp(1, u64::from(u16::MAX)) as u16);
         uri.query.connection_timeout = Some(config.connect_timeout.as_millis() as u64);
         let node = node_label(&uri);
-        let properties =
-            ConnectionProperties::default().with_connection_name(config.connection_name.clone().into());
+        let properties = ConnectionProperties::default()
+            .with_connection_name(config.connection_name.clone().into());
         let open = async {
             let connection = Connection::connect_uri(uri, properties).await?;
             let channel = connection.create_channel().await?;
             self.inner.topology.declare(&channel).await?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
             Ok::<_, lapin::Error>(Link {
                 connection,
                 channel,
                 node: node.clone(),
                 index,
+                retired: AtomicBool::new(false),
+                opened_at: Instant::now(),
             })
         };
         // Handshake plus topology; bounded so a blackholed node is skipped.

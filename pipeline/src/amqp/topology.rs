@@ -93,7 +93,12 @@ impl Topology {
         }
 
         let work = [
-            (self.orders_queue(), self.orders_exchange(), ROUTE_NEW_ORDER, self.orders_dlq()),
+            (
+                self.orders_queue(),
+                self.orders_exchange(),
+                ROUTE_NEW_ORDER,
+                self.orders_dlq(),
+            ),
             (
                 self.notifier_queue(),
                 self.events_exchange(),
@@ -103,8 +108,10 @@ impl Topology {
         ];
         for (queue, exchange, route, dlq) in work {
             // The DLQ first, so a message dead-lettered right away has a home.
-            self.declare_queue(channel, &dlq, self.quorum_args()).await?;
-            self.bind(channel, &dlq, &self.dead_letter_exchange(), &dlq).await?;
+            self.declare_queue(channel, &dlq, self.quorum_args())
+                .await?;
+            self.bind(channel, &dlq, &self.dead_letter_exchange(), &dlq)
+                .await?;
             self.declare_queue(channel, &queue, self.work_queue_args(&dlq))
                 .await?;
             self.bind(channel, &queue, &exchange, route).await?;
@@ -112,7 +119,12 @@ impl Topology {
         Ok(())
     }
 
-    async fn declare_queue(&self, channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        args: FieldTable,
+    ) -> lapin::Result<()> {
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -121,7 +133,13 @@ impl Topology {
         Ok(())
     }
 
-    async fn bind(&self, channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> lapin::Result<()> {
         channel
             .queue_bind(
                 queue.into(),
