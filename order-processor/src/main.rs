@@ -1,20 +1,48 @@
-//! order-processor: reserves stock exactly once per order.
+//! order-processor binary.
 //!
-//! This first version joins the pipeline's topology (declaring it, so orders
-//! published before any worker runs are kept) and serves `/`, `/health` and
-//! `/metrics` on `PROCESSOR_ADDR` (default `127.0.0.1:9101`).
+//! ```text
+//! order-processor                      consume orders.queue until SIGINT/SIGTERM
+//! order-processor replay-dlq [--limit N]   move parked messages from orders.dlq back
+//! ```
 
-use pipeline::config::{BrokerConfig, RedisConfig, addr_or};
-use pipeline::service::Base;
+use order_processor::{Processor, ProcessorConfig};
+
+const USAGE: &str = "usage: order-processor [replay-dlq [--limit N]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pipeline::telemetry::init("order-processor")?;
-    let addr = addr_or("PROCESSOR_ADDR", "127.0.0.1:9101")?;
-    let broker = BrokerConfig::from_env("order-processor")?;
-    let redis = RedisConfig::from_env()?;
-    let shutdown = pipeline::shutdown::on_signal();
-    let base = Base::start("order-processor", addr, broker, &redis, shutdown).await?;
-    let router = base.ops_router();
-    base.serve(router).await
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => {
+            let config = ProcessorConfig::from_env()?;
+            let shutdown = pipeline::shutdown::on_signal();
+            Processor::build(config, shutdown)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        ["replay-dlq", rest @ ..] => {
+            let limit = match rest {
+                [] => None,
+                ["--limit", n] => Some(n.parse().map_err(|_| {
+                    anyhow::anyhow!("--limit expects a whole number, got {n:?}\n{USAGE}")
+                })?),
+                _ => anyhow::bail!(USAGE),
+            };
+            let config = ProcessorConfig::from_env()?;
+            let shutdown = pipeline::shutdown::on_signal();
+            let broker = pipeline::amqp::Broker::connect(config.broker, shutdown).await?;
+            let moved = order_processor::replay::replay_dlq(&broker, limit).await?;
+            broker.close().await;
+            println!("moved {moved} message(s) from orders.dlq back to orders.queue");
+            Ok(())
+        }
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => anyhow::bail!(USAGE),
+    }
 }

@@ -29,6 +29,81 @@ pub struct OrderPlaced {
     pub placed_at_ms: u64,
 }
 
+/// What the processor decided for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Reserved,
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// The routing key of the event on `orders.topic`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Reserved => ROUTE_ORDER_CREATED,
+            Self::Rejected => ROUTE_ORDER_REJECTED,
+        }
+    }
+
+    /// The event's `message_id`: one per order and outcome, so a re-published
+    /// event (after a redelivery) is recognisably the same event.
+    pub fn event_id(self, order: &OrderId) -> String {
+        match self {
+            Self::Reserved => format!("{order}:created"),
+            Self::Rejected => format!("{order}:rejected"),
+        }
+    }
+}
+
+/// Why an order was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    OutOfStock,
+    UnknownSku,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "out_of_stock",
+            Self::UnknownSku => "unknown_sku",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "out_of_stock" => Some(Self::OutOfStock),
+            "unknown_sku" => Some(Self::UnknownSku),
+            _ => None,
+        }
+    }
+}
+
+/// `order.created` / `order.rejected` on `orders.topic`: the processor's
+/// decision, recorded once and re-published unchanged on every redelivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderEvent {
+    pub id: OrderId,
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub outcome: Outcome,
+    /// Set when `outcome` is `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+    /// When the decision was recorded, milliseconds since the Unix epoch.
+    pub decided_at_ms: u64,
+}
+
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -73,8 +73,20 @@ impl Base {
     /// Serves `router` until shutdown, lets in-flight requests finish, then
     /// closes the broker link cleanly.
     pub async fn serve(self, router: Router) -> anyhow::Result<()> {
+        self.serve_then(router, std::future::ready(())).await
+    }
+
+    /// Like [`Base::serve`], but awaits `drain` (a worker finishing its
+    /// in-flight messages) after the server stops and before the broker link
+    /// closes.
+    pub async fn serve_then(
+        self,
+        router: Router,
+        drain: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let router = router.route_layer(axum::middleware::from_fn(crate::http::track_requests));
         crate::http::serve(self.listener, router, self.shutdown).await?;
+        drain.await;
         self.broker.close().await;
         tracing::info!(service = self.service, "stopped");
         Ok(())

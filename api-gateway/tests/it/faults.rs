@@ -43,7 +43,7 @@ async fn redis_unreachable_is_503_and_health_says_so() {
 #[tokio::test]
 async fn unroutable_publish_is_503_and_the_key_is_released() {
     let app = spawn_app_default().await;
-    let conn = app.broker().await;
+    let conn = testkit::inspector().await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_unbind(
         app.queue().into(),

@@ -261,6 +261,11 @@ impl Broker {
         }
     }
 
+    /// Tells the watcher a link looked broken, so it checks now.
+    pub fn report_failure(&self) {
+        self.inner.suspect.notify_one();
+    }
+
     /// Closes the link cleanly (after the HTTP server has drained).
     pub async fn close(&self) {
         let link = self.inner.link.send_replace(None);

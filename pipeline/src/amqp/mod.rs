@@ -2,7 +2,9 @@
 //! nodes, and publishing that only reports success once the broker confirmed.
 
 mod broker;
+mod consumer;
 mod topology;
 
 pub use broker::{Broker, Link, Outgoing, PublishError};
-pub use topology::Topology;
+pub use consumer::{ConsumeOptions, Disposition, consume, header, previous_deliveries};
+pub use topology::{REJECTED_KEEP, Topology};

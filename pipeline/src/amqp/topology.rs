@@ -5,7 +5,13 @@
 //! ```text
 //! orders.direct --order.new------> orders.queue    (quorum) --dead letters--> orders.dlx --> orders.dlq
 //! orders.topic  --order.created--> notifier.queue  (quorum) --dead letters--> orders.dlx --> notifier.dlq
+//! orders.topic  --order.rejected-> orders.rejected (quorum, the newest REJECTED_KEEP only)
 //! ```
+//!
+//! `orders.rejected` exists so that a rejection event, published with
+//! `mandatory` like every message, always has somewhere to go: an unroutable
+//! publish is a failure. It keeps a bounded audit trail (`x-max-length`, oldest
+//! dropped first) for whoever wants to react to rejections.
 //!
 //! Work queues are quorum queues with `x-delivery-limit` and at-least-once
 //! dead-lettering (which needs `x-overflow=reject-publish`): a message that keeps
@@ -15,8 +21,10 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
-use crate::messages::ROUTE_NEW_ORDER;
-use crate::messages::ROUTE_ORDER_CREATED;
+use crate::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
+
+/// How many rejection events `orders.rejected` keeps.
+pub const REJECTED_KEEP: i64 = 100_000;
 
 /// The names of the pipeline's broker objects, all carrying one prefix.
 #[derive(Debug, Clone)]
@@ -76,6 +84,10 @@ impl Topology {
         self.name("notifier.dlq")
     }
 
+    pub fn rejected_queue(&self) -> String {
+        self.name("orders.rejected")
+    }
+
     /// Declares everything; safe to run any number of times.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
@@ -116,6 +128,21 @@ impl Topology {
                 .await?;
             self.bind(channel, &queue, &exchange, route).await?;
         }
+        let mut trail = self.quorum_args();
+        trail.insert("x-max-length".into(), AMQPValue::LongLongInt(REJECTED_KEEP));
+        trail.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+        self.declare_queue(channel, &self.rejected_queue(), trail)
+            .await?;
+        self.bind(
+            channel,
+            &self.rejected_queue(),
+            &self.events_exchange(),
+            ROUTE_ORDER_REJECTED,
+        )
+        .await?;
         Ok(())
     }
 

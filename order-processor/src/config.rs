@@ -1,0 +1,36 @@
+//! The processor's configuration, read from the environment at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or};
+
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// `PROCESSOR_ADDR`: `/health` and `/metrics`.
+    pub addr: SocketAddr,
+    pub broker: BrokerConfig,
+    pub redis: RedisConfig,
+    /// `PREFETCH`: deliveries processed at once.
+    pub prefetch: u16,
+    /// `TRANSIENT_RETRY_MS`: how long one delivery keeps retrying a transient
+    /// failure (Redis down, no publish confirm) before it is put back on the
+    /// queue, which counts against `DELIVERY_LIMIT`.
+    pub transient_retry: Duration,
+}
+
+impl ProcessorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let prefetch: u16 = parse_or("PREFETCH", 32)?;
+        if prefetch == 0 {
+            return Err(ConfigError::new("PREFETCH", "0", "must be at least 1"));
+        }
+        Ok(Self {
+            addr: addr_or("PROCESSOR_ADDR", "127.0.0.1:9101")?,
+            broker: BrokerConfig::from_env("order-processor")?,
+            redis: RedisConfig::from_env()?,
+            prefetch,
+            transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! Handling one delivery from `orders.queue`.
+//!
+//! ```text
+//! parse ── malformed ──────────────────────────────> dead-letter (orders.dlq)
+//!   │
+//! reserve.lua (decide once) ── Redis error ──┐
+//!   │                                        ├─ retry with backoff for TRANSIENT_RETRY_MS,
+//! publish event, await confirm ── failure ───┘  then requeue (DELIVERY_LIMIT parks it)
+//!   │
+//! ack
+//! ```
+//!
+//! A redelivered order that was already decided re-publishes its recorded event
+//! (same `message_id`, so downstream dedupes) and is acked: the decision is
+//! never taken twice, and an event lost between the decision and the ack is
+//! published again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use deadpool_redis::Pool;
+use lapin::message::Delivery;
+use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
+use pipeline::keys::Keys;
+use pipeline::messages::{OrderEvent, OrderPlaced};
+use pipeline::trace::TraceParent;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::reserve::{Decision, reserve};
+
+/// Called after the decision is committed and before its event is published;
+/// tests use it to break the link at the worst moment.
+pub type AfterCommit =
+    Arc<dyn Fn(OrderPlaced) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Everything a delivery's handling needs; cheap to clone.
+#[derive(Clone)]
+pub struct Handler {
+    pub broker: Broker,
+    pub pool: Pool,
+    pub keys: Keys,
+    pub transient_retry: Duration,
+    pub shutdown: CancellationToken,
+    pub after_commit: Option<AfterCommit>,
+}
+
+impl Handler {
+    pub async fn handle(&self, delivery: Delivery) -> Disposition {
+        let started = std::time::Instant::now();
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let order: OrderPlaced = match serde_json::from_slice(&delivery.data) {
+            Ok(order) => order,
+            Err(e) => {
+                tracing::warn!(%message_id, reason = %e, "malformed order message, dead-lettering it");
+                metrics::counter!("orders_dead_lettered_total").increment(1);
+                return Disposition::DeadLetter;
+            }
+        };
+        if previous_deliveries(&delivery) > 0 {
+            metrics::counter!("orders_redelivered_total").increment(1);
+        }
+        let trace = header(&delivery, "traceparent")
+            .and_then(|h| TraceParent::parse(&h))
+            .unwrap_or_else(TraceParent::generate)
+            .child();
+        let span = tracing::info_span!("order", id = %order.id, trace_id = %trace.trace_id());
+        let _entered = span.enter();
+
+        let deadline = Instant::now() + self.transient_retry;
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .without_max_times()
+            .build();
+        loop {
+            match self.process(&order, &trace).await {
+                Ok(decision) => {
+                    let outcome = if decision.fresh {
+                        decision.outcome.as_str()
+                    } else {
+                        "replayed"
+                    };
+                    metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
+                    metrics::histogram!("order_processing_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        outcome = decision.outcome.as_str(),
+                        reason = decision.reason.map(|r| r.as_str()),
+                        fresh = decision.fresh,
+                        "order processed"
+                    );
+                    return Disposition::Ack;
+                }
+                Err(e) => {
+                    metrics::counter!("order_transient_failures_total").increment(1);
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                    if self.shutdown.is_cancelled() || Instant::now() + delay > deadline {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "order not processed, putting it back on the queue"
+                        );
+                        return Disposition::Requeue;
+                    }
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        ?delay,
+                        "transient failure, retrying"
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Disposition::Requeue,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides (once) and publishes the decision's event with a confirm.
+    async fn process(&self, order: &OrderPlaced, trace: &TraceParent) -> anyhow::Result<Decision> {
+        let decision = reserve(&self.pool, &self.keys, order).await?;
+        if let Some(hook) = &self.after_commit {
+            hook(order.clone()).await;
+        }
+        let event = OrderEvent {
+            id: order.id.clone(),
+            sku: order.sku.clone(),
+            qty: order.qty,
+            outcome: decision.outcome,
+            reason: decision.reason,
+            decided_at_ms: decision.decided_at_ms,
+        };
+        let payload = serde_json::to_vec(&event)?;
+        let message_id = decision.outcome.event_id(&order.id);
+        let topology = self.broker.topology();
+        let exchange = topology.events_exchange();
+        let msg = Outgoing {
+            exchange: &exchange,
+            routing_key: decision.outcome.route(),
+            payload: &payload,
+            message_id: &message_id,
+            correlation_id: order.id.as_str(),
+            traceparent: trace,
+        };
+        self.broker
+            .publish(&msg, Instant::now() + Duration::from_secs(30))
+            .await?;
+        Ok(decision)
+    }
+}

@@ -1,0 +1,168 @@
+//! Redis outages, the delivery limit, the DLQ replay command, shutdown, and the
+//! gateway and processor together.
+
+use std::time::Duration;
+
+use pipeline::messages::now_ms;
+use serde_json::Value;
+
+use crate::helpers::{ProxyMode, RunningProcessor, TcpProxy, World, eventually};
+use crate::processing::processed;
+
+#[tokio::test]
+async fn orders_wait_out_a_redis_outage_and_are_then_processed_once() {
+    let mut w = World::new().await;
+    w.set_stock("desk", 20).await;
+    let redis_addr = testkit::redis_url()
+        .trim_start_matches("redis://")
+        .parse()
+        .unwrap();
+    let proxy = TcpProxy::start(redis_addr).await;
+    let mut config = w.config();
+    config.redis.url = format!("redis://{}", proxy.addr);
+    let p = RunningProcessor::start(config).await;
+
+    proxy.set(ProxyMode::Down);
+    for i in 0..5 {
+        w.publish_order(&format!("outage-{i}"), "desk", 2).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the processor to hit the outage",
+        || async { p.metrics().await.contains("order_transient_failures_total") },
+    )
+    .await;
+    assert_eq!(
+        w.counter("reserved").await,
+        0,
+        "nothing decided while Redis is away"
+    );
+
+    proxy.set(ProxyMode::Forward);
+    w.await_decided(5, Duration::from_secs(60)).await;
+    assert_eq!(w.counter("reserved").await, 5);
+    assert_eq!(w.stock("desk").await, Some(10));
+    assert_eq!(
+        testkit::queue_depth(&w.queue("orders.dlq")).await,
+        0,
+        "nothing parked"
+    );
+    p.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_parked_and_replay_dlq_brings_it_back() {
+    let mut w = World::new().await;
+    // Not an integer: the script refuses it, every try fails.
+    let key = w.key("inventory:broken");
+    let _: () = redis::AsyncCommands::set(&mut w.redis, key, "lots")
+        .await
+        .unwrap();
+    let mut config = w.config();
+    config.transient_retry = Duration::from_millis(100);
+    let p = RunningProcessor::start(config).await;
+    w.publish_order("stuck", "broken", 1).await;
+    eventually(
+        Duration::from_secs(60),
+        "the order parked after DELIVERY_LIMIT tries",
+        || async { testkit::queue_depth(&w.queue("orders.dlq")).await == 1 },
+    )
+    .await;
+    assert_eq!(w.counter("reserved").await, 0);
+
+    // The operator fixes the stock and replays the DLQ.
+    w.set_stock("broken", 3).await;
+    let moved = order_processor::replay::replay_dlq(&w.broker, None)
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    w.await_decided(1, Duration::from_secs(30)).await;
+    assert_eq!(w.order("stuck").await["status"], "reserved");
+    assert_eq!(w.stock("broken").await, Some(2));
+    assert_eq!(testkit::queue_depth(&w.queue("orders.dlq")).await, 0);
+    p.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_orders_and_leaves_the_rest_queued() {
+    let mut w = World::new().await;
+    w.set_stock("lamp", 1000).await;
+    let p = RunningProcessor::start(w.config()).await;
+    for i in 0..200 {
+        w.publish_order(&format!("sd-{i}"), "lamp", 1).await;
+    }
+    eventually(Duration::from_secs(30), "some orders processed", || async {
+        processed(&p.metrics().await, "reserved") >= 10.0
+    })
+    .await;
+    p.stop().await;
+    // Every order is either decided (and its delivery acked) or still queued.
+    let decided = w.counter("reserved").await;
+    let queued = i64::from(testkit::queue_depth(&w.queue("orders.queue")).await);
+    assert_eq!(decided + queued, 200, "decided {decided} + queued {queued}");
+    assert_eq!(w.stock("lamp").await, Some(1000 - decided));
+    // A new processor finishes the rest.
+    let p = RunningProcessor::start(w.config()).await;
+    w.await_decided(200, Duration::from_secs(60)).await;
+    assert_eq!(w.stock("lamp").await, Some(800));
+    p.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn end_to_end_a_posted_order_becomes_reserved() {
+    let mut w = World::new().await;
+    w.set_stock("mag-safe-phone-case", 100).await;
+    let p = RunningProcessor::start(w.config()).await;
+    let shutdown = pipeline::shutdown::CancellationToken::new();
+    let gateway_config = api_gateway::GatewayConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
+        redis: testkit::redis_config(&w.prefix),
+        request_timeout: Duration::from_secs(5),
+        lifetimes: api_gateway::idempotency::Lifetimes {
+            lease: Duration::from_secs(30),
+            done: Duration::from_secs(600),
+        },
+        max_qty: 1000,
+    };
+    let gateway = api_gateway::Application::build(gateway_config, shutdown.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", gateway.local_addr());
+    let server = tokio::spawn(gateway.run_until_stopped());
+
+    let client = reqwest::Client::new();
+    let before = now_ms();
+    let res = client
+        .post(format!("{base}/orders"))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"e2e-1","sku":"mag-safe-phone-case","qty":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let url = format!("{base}/orders/e2e-1");
+    eventually(
+        Duration::from_secs(30),
+        "the order to be reserved",
+        || async {
+            let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            v["status"] == "reserved"
+        },
+    )
+    .await;
+    let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert!(v["timestamps_ms"]["accepted"].as_u64().unwrap() >= before);
+    assert!(v["timestamps_ms"]["reserved"].as_u64().unwrap() >= before);
+    assert_eq!(w.stock("mag-safe-phone-case").await, Some(98));
+    assert_eq!(w.counter("accepted").await, 1);
+    assert_eq!(w.counter("reserved").await, 1);
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    p.stop().await;
+    w.finish().await;
+}

@@ -1,0 +1,227 @@
+//! Deciding orders: exactly once, never oversold, the right reasons.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use pipeline::amqp::Broker;
+
+use crate::helpers::{RunningProcessor, World, eventually, once_hook};
+
+#[tokio::test]
+async fn two_processors_never_oversell_under_a_concurrent_burst() {
+    let mut w = World::new().await;
+    w.set_stock("widget", 100).await;
+    let a = RunningProcessor::start(w.config()).await;
+    let b = RunningProcessor::start(w.config()).await;
+
+    let world = &w;
+    join_all(
+        (0..300)
+            .map(|i| async move { world.publish_order(&format!("race-{i}"), "widget", 1).await }),
+    )
+    .await;
+    w.await_decided(300, Duration::from_secs(60)).await;
+
+    assert_eq!(w.stock("widget").await, Some(0));
+    let c = w.counters().await;
+    assert_eq!(c.get("reserved"), Some(&100), "{c:?}");
+    assert_eq!(c.get("rejected"), Some(&200), "{c:?}");
+    assert_eq!(c.get("rejected_out_of_stock"), Some(&200), "{c:?}");
+    // One event per order, routed by outcome.
+    eventually(Duration::from_secs(10), "events routed", || async {
+        testkit::queue_depth(&w.queue("notifier.queue")).await == 100
+            && testkit::queue_depth(&w.queue("orders.rejected")).await == 200
+    })
+    .await;
+    let order = w.order("race-7").await;
+    assert!(matches!(order["status"].as_str(), "reserved" | "rejected"));
+    a.stop().await;
+    b.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn unknown_sku_and_too_large_qty_are_rejected_with_their_reason() {
+    let mut w = World::new().await;
+    w.set_stock("lamp", 5).await;
+    let p = RunningProcessor::start(w.config()).await;
+    w.publish_order("too-many", "lamp", 6).await;
+    w.publish_order("no-such", "ghost", 1).await;
+    w.publish_order("fits", "lamp", 5).await;
+    w.await_decided(3, Duration::from_secs(30)).await;
+
+    let too_many = w.order("too-many").await;
+    assert_eq!(too_many["status"], "rejected");
+    assert_eq!(too_many["reason"], "out_of_stock");
+    assert!(too_many.contains_key("rejected_at"));
+    let ghost = w.order("no-such").await;
+    assert_eq!(ghost["status"], "rejected");
+    assert_eq!(ghost["reason"], "unknown_sku");
+    assert_eq!(w.order("fits").await["status"], "reserved");
+    assert_eq!(
+        w.stock("lamp").await,
+        Some(0),
+        "only the order that fits took stock"
+    );
+    assert_eq!(
+        w.stock("ghost").await,
+        None,
+        "an unknown SKU is not created"
+    );
+    let c = w.counters().await;
+    assert_eq!(c.get("rejected_unknown_sku"), Some(&1));
+    assert_eq!(c.get("rejected_out_of_stock"), Some(&1));
+
+    let rejected = testkit::drain(&w.queue("orders.rejected")).await;
+    let ids: HashSet<String> = rejected
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        HashSet::from([
+            "too-many:rejected".to_owned(),
+            "no-such:rejected".to_owned()
+        ])
+    );
+    let event: serde_json::Value = serde_json::from_slice(&rejected[0].delivery.data).unwrap();
+    assert_eq!(event["outcome"], "rejected");
+    assert!(event["reason"].is_string());
+    p.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_order_is_decided_once_even_when_the_link_dies_before_the_ack() {
+    let mut w = World::new().await;
+    w.set_stock("phone", 10).await;
+    // Close the processor's connection right after the first decision is
+    // committed, before its event is published and the delivery acked: the
+    // broker redelivers it.
+    let cell: Arc<OnceLock<Broker>> = Arc::new(OnceLock::new());
+    let hook_cell = cell.clone();
+    let hook = once_hook(move || {
+        let cell = hook_cell.clone();
+        async move {
+            let link = cell.get().unwrap().current().unwrap();
+            link.connection
+                .close(320, "test: link dies after commit".into())
+                .await
+                .unwrap();
+        }
+    });
+    let p = RunningProcessor::start_with(w.config(), Some(hook)).await;
+    cell.set(p.broker.clone()).ok().unwrap();
+
+    w.publish_order("redo", "phone", 2).await;
+    w.await_decided(1, Duration::from_secs(30)).await;
+    // Four more copies of the same order (a client retry after a confirm
+    // timeout publishes the same message id again).
+    for _ in 0..4 {
+        w.publish_order("redo", "phone", 2).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every copy processed and acked",
+        || async {
+            let m = p.metrics().await;
+            processed(&m, "replayed") >= 5.0
+                && testkit::queue_depth(&w.queue("orders.queue")).await == 0
+        },
+    )
+    .await;
+
+    assert_eq!(w.stock("phone").await, Some(8), "decremented once");
+    assert_eq!(w.counter("reserved").await, 1, "counted once");
+    let events = testkit::drain(&w.queue("notifier.queue")).await;
+    assert!(
+        events.len() >= 5,
+        "the event is re-published on every redelivery"
+    );
+    let ids: HashSet<String> = events
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        HashSet::from(["redo:created".to_owned()]),
+        "one effect downstream"
+    );
+    let m = p.metrics().await;
+    assert!(
+        m.contains("orders_redelivered_total"),
+        "the redelivery was counted"
+    );
+    p.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_and_valid_ones_around_them_flow() {
+    let mut w = World::new().await;
+    w.set_stock("cup", 10).await;
+    let p = RunningProcessor::start(w.config()).await;
+    w.publish_order("ok-1", "cup", 1).await;
+    w.publish_raw("poison-1", b"not json at all").await;
+    w.publish_raw(
+        "poison-2",
+        br#"{"id":"x","sku":"cup","qty":0,"placed_at_ms":1}"#,
+    )
+    .await;
+    w.publish_raw(
+        "poison-3",
+        br#"{"id":"x","sku":"cup","qty":1,"placed_at_ms":1,"evil":true}"#,
+    )
+    .await;
+    w.publish_order("ok-2", "cup", 1).await;
+    w.await_decided(2, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "poison in orders.dlq", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 3
+    })
+    .await;
+    assert_eq!(w.stock("cup").await, Some(8));
+    let parked: HashSet<String> = testkit::drain(&w.queue("orders.dlq"))
+        .await
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        parked,
+        HashSet::from(["poison-1".into(), "poison-2".into(), "poison-3".into()])
+    );
+    p.stop().await;
+    w.finish().await;
+}
+
+/// `orders_processed_total{outcome="..."}` from a Prometheus text page.
+pub fn processed(metrics: &str, outcome: &str) -> f64 {
+    let prefix = format!("orders_processed_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
