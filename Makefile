@@ -1,5 +1,5 @@
 # order-pipeline — see README.md.
-.PHONY: up down status deps test lint fmt bench
+.PHONY: up down status deps test lint fmt replay-dlq
 
 STACK := scripts/stack.sh
 
@@ -30,3 +30,7 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## Move messages parked in orders.dlq back to orders.queue (after fixing the cause).
+replay-dlq:
+	cargo run --release --quiet -p order-processor -- replay-dlq

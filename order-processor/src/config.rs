@@ -21,7 +21,7 @@ pub struct ProcessorConfig {
 
 impl ProcessorConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let prefetch: u16 = parse_or("PREFETCH", 32)?;
+        let prefetch: u16 = parse_or("PREFETCH", 128)?;
         if prefetch == 0 {
             return Err(ConfigError::new("PREFETCH", "0", "must be at least 1"));
         }

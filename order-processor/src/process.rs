@@ -29,6 +29,7 @@ use pipeline::messages::{OrderEvent, OrderPlaced};
 use pipeline::trace::TraceParent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::reserve::{Decision, reserve};
 
@@ -73,8 +74,19 @@ impl Handler {
             .unwrap_or_else(TraceParent::generate)
             .child();
         let span = tracing::info_span!("order", id = %order.id, trace_id = %trace.trace_id());
-        let _entered = span.enter();
+        self.process_with_retries(&order, &trace, started)
+            .instrument(span)
+            .await
+    }
 
+    /// Processes until it succeeds, retrying transient failures with backoff
+    /// for `transient_retry`, then gives the delivery back.
+    async fn process_with_retries(
+        &self,
+        order: &OrderPlaced,
+        trace: &TraceParent,
+        started: std::time::Instant,
+    ) -> Disposition {
         let deadline = Instant::now() + self.transient_retry;
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
@@ -83,7 +95,7 @@ impl Handler {
             .without_max_times()
             .build();
         loop {
-            match self.process(&order, &trace).await {
+            match self.process(order, trace).await {
                 Ok(decision) => {
                     let outcome = if decision.fresh {
                         decision.outcome.as_str()
