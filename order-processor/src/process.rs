@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use deadpool_redis::Pool;
 use lapin::message::Delivery;
 use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
@@ -87,52 +86,31 @@ impl Handler {
         trace: &TraceParent,
         started: std::time::Instant,
     ) -> Disposition {
-        let deadline = Instant::now() + self.transient_retry;
-        let mut backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .without_max_times()
-            .build();
-        loop {
-            match self.process(order, trace).await {
-                Ok(decision) => {
-                    let outcome = if decision.fresh {
-                        decision.outcome.as_str()
-                    } else {
-                        "replayed"
-                    };
-                    metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
-                    metrics::histogram!("order_processing_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        outcome = decision.outcome.as_str(),
-                        reason = decision.reason.map(|r| r.as_str()),
-                        fresh = decision.fresh,
-                        "order processed"
-                    );
-                    return Disposition::Ack;
-                }
-                Err(e) => {
-                    metrics::counter!("order_transient_failures_total").increment(1);
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                    if self.shutdown.is_cancelled() || Instant::now() + delay > deadline {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "order not processed, putting it back on the queue"
-                        );
-                        return Disposition::Requeue;
-                    }
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        ?delay,
-                        "transient failure, retrying"
-                    );
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Disposition::Requeue,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+        let attempt = || self.process(order, trace);
+        match pipeline::retry::transient(self.transient_retry, &self.shutdown, attempt).await {
+            Ok(decision) => {
+                let outcome = if decision.fresh {
+                    decision.outcome.as_str()
+                } else {
+                    "replayed"
+                };
+                metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
+                metrics::histogram!("order_processing_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    outcome = decision.outcome.as_str(),
+                    reason = decision.reason.map(|r| r.as_str()),
+                    fresh = decision.fresh,
+                    "order processed"
+                );
+                Disposition::Ack
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "order not processed, putting it back on the queue"
+                );
+                Disposition::Requeue
             }
         }
     }

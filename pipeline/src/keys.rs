@@ -5,6 +5,7 @@
 //! | `inventory:<sku>` | integer stock; missing = unknown SKU | operator, processor |
 //! | `idemp:<key>` | hash: fingerprint, state, stored response | gateway |
 //! | `order:<id>` | hash: sku, qty, status, reason, timestamps | gateway, processor, notifier |
+//! | `notification:<id>` | hash: notification status, channel, attempts, sent_at, last_error | notifier |
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
 //!
 //! An optional prefix (`REDIS_KEY_PREFIX`) is put in front of every key so tests
@@ -41,6 +42,10 @@ impl Keys {
 
     pub fn inventory(&self, sku: &Sku) -> String {
         format!("{}inventory:{sku}", self.prefix)
+    }
+
+    pub fn notification(&self, id: &OrderId) -> String {
+        format!("{}notification:{id}", self.prefix)
     }
 
     pub fn counters(&self) -> String {

@@ -13,7 +13,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use pipeline::amqp::{Broker, Outgoing};
 use pipeline::config::{BrokerConfig, RedisConfig, parse_urls};
+use pipeline::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED};
+use pipeline::shutdown::CancellationToken;
+use pipeline::trace::TraceParent;
+use redis::AsyncCommands;
+use std::collections::HashMap;
+use tokio::time::Instant;
 
 /// Broker settings for a test service: the local cluster, its own topology
 /// prefix, short timeouts, queues that expire if a test crashes.
@@ -223,5 +230,142 @@ impl TcpProxy {
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// One test's world: its prefixes, a publishing broker link, Redis.
+pub struct World {
+    pub prefix: String,
+    pub broker: Broker,
+    pub redis: redis::aio::MultiplexedConnection,
+    shutdown: CancellationToken,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let prefix = unique_prefix();
+        let shutdown = CancellationToken::new();
+        let broker = Broker::connect(broker_config(&prefix, "test-publisher"), shutdown.clone())
+            .await
+            .unwrap();
+        Self {
+            prefix,
+            broker,
+            redis: redis().await,
+            shutdown,
+        }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix.replace('.', ":"))
+    }
+
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub async fn set_stock(&mut self, sku: &str, units: i64) {
+        let _: () = self
+            .redis
+            .set(self.key(&format!("inventory:{sku}")), units)
+            .await
+            .unwrap();
+    }
+
+    pub async fn stock(&mut self, sku: &str) -> Option<i64> {
+        self.redis
+            .get(self.key(&format!("inventory:{sku}")))
+            .await
+            .unwrap()
+    }
+
+    pub async fn counters(&mut self) -> HashMap<String, i64> {
+        self.redis.hgetall(self.key("counters")).await.unwrap()
+    }
+
+    /// One field of `counters` (0 when unset). Takes `&self`, so it can be
+    /// polled from inside [`eventually`].
+    pub async fn counter(&self, name: &str) -> i64 {
+        let mut redis = self.redis.clone();
+        let value: Option<i64> = redis.hget(self.key("counters"), name).await.unwrap();
+        value.unwrap_or(0)
+    }
+
+    pub async fn order(&mut self, id: &str) -> HashMap<String, String> {
+        self.redis
+            .hgetall(self.key(&format!("order:{id}")))
+            .await
+            .unwrap()
+    }
+
+    /// Publishes a raw body to `orders.direct` and waits for the confirm.
+    pub async fn publish_raw(&self, message_id: &str, body: &[u8]) {
+        let exchange = self.broker.topology().orders_exchange();
+        self.publish_to(&exchange, ROUTE_NEW_ORDER, message_id, body)
+            .await;
+    }
+
+    /// Publishes an `order.created` event for a reserved order to
+    /// `orders.topic`, as the processor would.
+    pub async fn publish_created(&self, id: &str, sku: &str, qty: u32) {
+        let body = format!(
+            r#"{{"id":"{id}","sku":"{sku}","qty":{qty},"outcome":"reserved","decided_at_ms":1}}"#
+        );
+        let exchange = self.broker.topology().events_exchange();
+        self.publish_to(
+            &exchange,
+            ROUTE_ORDER_CREATED,
+            &format!("{id}:created"),
+            body.as_bytes(),
+        )
+        .await;
+    }
+
+    /// Publishes `body` and waits for the confirm.
+    pub async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: &str,
+        body: &[u8],
+    ) {
+        let msg = Outgoing {
+            exchange,
+            routing_key,
+            payload: body,
+            message_id,
+            correlation_id: message_id,
+            traceparent: &TraceParent::generate(),
+        };
+        self.broker
+            .publish(&msg, Instant::now() + Duration::from_secs(10))
+            .await
+            .expect("order published");
+    }
+
+    /// Publishes a valid order, as the gateway would.
+    pub async fn publish_order(&self, id: &str, sku: &str, qty: u32) {
+        let body = format!(r#"{{"id":"{id}","sku":"{sku}","qty":{qty},"placed_at_ms":1}}"#);
+        self.publish_raw(id, body.as_bytes()).await;
+    }
+
+    /// Waits until `reserved + rejected` reaches `n`.
+    pub async fn await_decided(&mut self, n: i64, within: Duration) {
+        let redis = self.redis.clone();
+        let key = self.key("counters");
+        eventually(within, &format!("{n} orders decided"), || {
+            let (mut redis, key) = (redis.clone(), key.clone());
+            async move {
+                let c: HashMap<String, i64> = redis.hgetall(&key).await.unwrap();
+                c.get("reserved").unwrap_or(&0) + c.get("rejected").unwrap_or(&0) >= n
+            }
+        })
+        .await;
+    }
+
+    pub async fn finish(self) {
+        self.shutdown.cancel();
+        self.broker.close().await;
+        delete_topology(&self.prefix).await;
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pipeline::messages::now_ms;
 use serde_json::Value;
 
-use crate::helpers::{ProxyMode, RunningProcessor, TcpProxy, World, eventually};
+use crate::helpers::{ProcessorWorld, ProxyMode, RunningProcessor, TcpProxy, World, eventually};
 use crate::processing::processed;
 
 #[tokio::test]
@@ -29,7 +29,7 @@ async fn orders_wait_out_a_redis_outage_and_are_then_processed_once() {
     eventually(
         Duration::from_secs(20),
         "the processor to hit the outage",
-        || async { p.metrics().await.contains("order_transient_failures_total") },
+        || async { p.metrics().await.contains("transient_failures_total") },
     )
     .await;
     assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use pipeline::amqp::Broker;
 
-use crate::helpers::{RunningProcessor, World, eventually, once_hook};
+use crate::helpers::{ProcessorWorld, RunningProcessor, World, eventually, once_hook};
 
 #[tokio::test]
 async fn two_processors_never_oversell_under_a_concurrent_burst() {

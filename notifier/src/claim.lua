@@ -1,0 +1,21 @@
+-- Claims the right to send one notification, or says why not.
+--
+-- Guarantees: a notification recorded as sent is never claimed again; while one
+-- holder's claim is live nobody else may send; a claim expires (its holder
+-- crashed) so the notification is sent again rather than lost.
+--
+-- KEYS[1] notification hash
+-- ARGV[1] claim token, ARGV[2] claim lifetime (ms), ARGV[3] event id, ARGV[4] sink
+-- Returns {'sent'} | {'busy', ms until the claim expires} | {'claimed'}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'status', 'claim_token', 'claim_until')
+if state[1] == 'sent' then
+  return {'sent'}
+end
+if state[2] and tonumber(state[3] or '0') > now then
+  return {'busy', tostring(tonumber(state[3]) - now)}
+end
+redis.call('HSET', KEYS[1], 'status', 'sending', 'claim_token', ARGV[1],
+  'claim_until', tostring(now + tonumber(ARGV[2])), 'event_id', ARGV[3], 'channel', ARGV[4])
+return {'claimed'}

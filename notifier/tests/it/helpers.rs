@@ -1,0 +1,132 @@
+//! A real notifier in-process on port 0, and a programmable webhook receiver.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use notifier::{AfterSend, Notifier, NotifierConfig, SinkConfig};
+use pipeline::shutdown::CancellationToken;
+
+pub use testkit::{World, eventually};
+
+pub fn test_config(prefix: &str, sink: SinkConfig) -> NotifierConfig {
+    NotifierConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        broker: testkit::broker_config(prefix, "notifier-test"),
+        redis: testkit::redis_config(prefix),
+        prefetch: 64,
+        transient_retry: Duration::from_secs(10),
+        sink,
+        claim: Duration::from_secs(30),
+    }
+}
+
+pub struct RunningNotifier {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNotifier {
+    pub async fn start(config: NotifierConfig, hook: Option<AfterSend>) -> Self {
+        let shutdown = CancellationToken::new();
+        let n = Notifier::build_with(config, shutdown.clone(), hook)
+            .await
+            .expect("notifier starts");
+        let addr = n.local_addr();
+        let task = tokio::spawn(n.run_until_stopped());
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// One call the receiver got.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub idempotency_key: String,
+    pub body: serde_json::Value,
+    pub answered: u16,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    /// Statuses to answer, in order, before answering 200 for good.
+    script: VecDeque<u16>,
+}
+
+/// A webhook receiver on a free loopback port.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, inner }
+    }
+
+    /// Answer these statuses to the next calls, then 200.
+    pub fn answer(&self, statuses: &[u16]) {
+        self.inner.lock().unwrap().script.extend(statuses);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn sink(&self) -> SinkConfig {
+        SinkConfig::Webhook {
+            url: self.url.clone(),
+            timeout: Duration::from_secs(2),
+            tries: 4,
+        }
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let mut inner = inner.lock().unwrap();
+    let answered = inner.script.pop_front().unwrap_or(200);
+    inner.calls.push(Call {
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or_default(),
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
