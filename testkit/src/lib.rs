@@ -369,3 +369,132 @@ impl World {
         delete_topology(&self.prefix).await;
     }
 }
+
+/// A throwaway, prefixed world on the local stack for the benchmark examples:
+/// fill a queue fast, then time a service draining it.
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    use futures_util::StreamExt;
+    use pipeline::amqp::{Broker, Outgoing};
+    use pipeline::config::{BrokerConfig, RedisConfig};
+    use pipeline::shutdown::CancellationToken;
+    use pipeline::trace::TraceParent;
+    use redis::AsyncCommands;
+
+    pub struct Fixture {
+        pub prefix: String,
+        pub broker_config: BrokerConfig,
+        pub redis_config: RedisConfig,
+        pub publisher: Broker,
+        pub redis: redis::aio::MultiplexedConnection,
+        shutdown: CancellationToken,
+    }
+
+    impl Fixture {
+        /// `RABBITMQ_URLS`/`REDIS_URL` or the local stack, under a fresh prefix.
+        pub async fn new(name: &str) -> anyhow::Result<Self> {
+            let prefix = format!("{name}-{}.", std::process::id());
+            let mut broker_config = super::broker_config(&prefix, name);
+            broker_config.queue_expires = Some(Duration::from_secs(3600));
+            broker_config.heartbeat = Duration::from_secs(5);
+            let redis_config = super::redis_config(&prefix);
+            let shutdown = CancellationToken::new();
+            let publisher = Broker::connect(broker_config.clone(), shutdown.clone()).await?;
+            let redis = redis::Client::open(redis_config.url.clone())?
+                .get_multiplexed_async_connection()
+                .await?;
+            Ok(Self {
+                prefix,
+                broker_config,
+                redis_config,
+                publisher,
+                redis,
+                shutdown,
+            })
+        }
+
+        pub fn key(&self, name: &str) -> String {
+            format!("{}{name}", self.redis_config.key_prefix)
+        }
+
+        /// Publishes `n` messages made by `make(i) -> (message id, body)` to
+        /// `exchange`/`routing_key`, 512 confirms in flight; prints the rate.
+        pub async fn fill(
+            &self,
+            n: u64,
+            exchange: &str,
+            routing_key: &str,
+            make: impl Fn(u64) -> (String, String),
+        ) -> anyhow::Result<()> {
+            println!("filling {} with {n} messages ...", self.prefix);
+            let started = Instant::now();
+            let trace = TraceParent::generate();
+            let make = &make;
+            let results: Vec<_> = futures_util::stream::iter(0..n)
+                .map(|i| {
+                    let trace = &trace;
+                    async move {
+                        let (id, body) = make(i);
+                        let msg = Outgoing {
+                            exchange,
+                            routing_key,
+                            payload: body.as_bytes(),
+                            message_id: &id,
+                            correlation_id: &id,
+                            traceparent: trace,
+                        };
+                        self.publisher
+                            .publish(&msg, tokio::time::Instant::now() + Duration::from_secs(60))
+                            .await
+                    }
+                })
+                .buffer_unordered(512)
+                .collect()
+                .await;
+            for r in results {
+                r?;
+            }
+            let took = started.elapsed().as_secs_f64();
+            println!(
+                "filled in {took:.1} s ({:.0} confirmed publishes/s)",
+                n as f64 / took
+            );
+            Ok(())
+        }
+
+        /// Polls `counters` until `done(counters)` holds; returns the time taken.
+        pub async fn wait_for_counters(
+            &mut self,
+            done: impl Fn(&std::collections::HashMap<String, u64>) -> bool,
+        ) -> anyhow::Result<Duration> {
+            let started = Instant::now();
+            let key = self.key("counters");
+            loop {
+                let c: std::collections::HashMap<String, u64> = self.redis.hgetall(&key).await?;
+                if done(&c) {
+                    return Ok(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        /// Deletes the queues and every key under the prefix (SCAN, never KEYS).
+        pub async fn cleanup(mut self) -> anyhow::Result<()> {
+            super::delete_topology(&self.prefix).await;
+            self.publisher.close().await;
+            self.shutdown.cancel();
+            let keys: Vec<String> = self
+                .redis
+                .scan_match::<_, String>(format!("{}*", self.redis_config.key_prefix))
+                .await?
+                .filter_map(|k| async move { k.ok() })
+                .collect()
+                .await;
+            for chunk in keys.chunks(1000) {
+                let _: () = self.redis.del(chunk).await?;
+            }
+            Ok(())
+        }
+    }
+}
