@@ -60,6 +60,11 @@ install_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x "$RMQ_BIN/rabbitmq-server" ] || missing+=(rabbitmq-server)
+  # The dashboard's tests: promtool checks its Prometheus output, headless
+  # Chromium renders its live page.
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing ${missing[*]} from the distribution's packages"
   [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root (or install them yourself)"

@@ -1,20 +1,14 @@
-//! dashboard: shows the pipeline live.
-//!
-//! This first version joins the pipeline's topology (declaring it, so orders
-//! published before any worker runs are kept) and serves `/`, `/health` and
-//! `/metrics` on `DASHBOARD_ADDR` (default `127.0.0.1:8090`).
+//! dashboard binary: serve the live page and metrics until SIGINT/SIGTERM.
 
-use pipeline::config::{BrokerConfig, RedisConfig, addr_or};
-use pipeline::service::Base;
+use dashboard::{Dashboard, DashboardConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pipeline::telemetry::init("dashboard")?;
-    let addr = addr_or("DASHBOARD_ADDR", "127.0.0.1:8090")?;
-    let broker = BrokerConfig::from_env("dashboard")?;
-    let redis = RedisConfig::from_env()?;
+    let config = DashboardConfig::from_env()?;
     let shutdown = pipeline::shutdown::on_signal();
-    let base = Base::start("dashboard", addr, broker, &redis, shutdown).await?;
-    let router = base.ops_router();
-    base.serve(router).await
+    Dashboard::build(config, shutdown)
+        .await?
+        .run_until_stopped()
+        .await
 }

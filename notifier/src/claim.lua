@@ -4,7 +4,8 @@
 -- holder's claim is live nobody else may send; a claim expires (its holder
 -- crashed) so the notification is sent again rather than lost.
 --
--- KEYS[1] notification hash
+-- KEYS[1] notification hash, KEYS[2] counters hash (notifications_sending and
+-- notifications_failed tally hashes by status)
 -- ARGV[1] claim token, ARGV[2] claim lifetime (ms), ARGV[3] event id, ARGV[4] sink
 -- Returns {'sent'} | {'busy', ms until the claim expires} | {'claimed'}
 local t = redis.call('TIME')
@@ -15,6 +16,13 @@ if state[1] == 'sent' then
 end
 if state[2] and tonumber(state[3] or '0') > now then
   return {'busy', tostring(tonumber(state[3]) - now)}
+end
+-- Keep the per-status tallies the dashboard shows exact.
+if state[1] == 'failed' then
+  redis.call('HINCRBY', KEYS[2], 'notifications_failed', -1)
+end
+if state[1] ~= 'sending' then
+  redis.call('HINCRBY', KEYS[2], 'notifications_sending', 1)
 end
 redis.call('HSET', KEYS[1], 'status', 'sending', 'claim_token', ARGV[1],
   'claim_until', tostring(now + tonumber(ARGV[2])), 'event_id', ARGV[3], 'channel', ARGV[4])

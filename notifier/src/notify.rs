@@ -180,6 +180,7 @@ impl Handler {
         let mut conn = self.pool.get().await?;
         let reply: Vec<String> = CLAIM
             .key(self.keys.notification(&event.id))
+            .key(self.keys.counters())
             .arg(token)
             .arg(self.claim.as_millis() as u64)
             .arg(&n.event_id)

@@ -138,14 +138,18 @@ pub fn ops_router<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
             }))
         }
     };
+    health_router(ops)
+        .route("/", axum::routing::get(root))
+        .route("/metrics", axum::routing::get(prometheus_metrics))
+}
+
+/// `GET /health` alone, for a service that serves its own `/` and `/metrics`.
+pub fn health_router<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
     let health = move || {
         let ops = ops.clone();
         async move { health(&ops).await }
     };
-    Router::new()
-        .route("/", axum::routing::get(root))
-        .route("/health", axum::routing::get(health))
-        .route("/metrics", axum::routing::get(prometheus_metrics))
+    Router::new().route("/health", axum::routing::get(health))
 }
 
 /// 200 when Redis answers and a broker link is open, 503 otherwise, with the

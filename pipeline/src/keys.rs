@@ -7,6 +7,7 @@
 //! | `order:<id>` | hash: sku, qty, status, reason, timestamps | gateway, processor, notifier |
 //! | `notification:<id>` | hash: notification status, channel, attempts, sent_at, last_error | notifier |
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
+//! | `recent_orders` | list of the newest order ids, newest first, capped | gateway |
 //!
 //! An optional prefix (`REDIS_KEY_PREFIX`) is put in front of every key so tests
 //! and tenants can share one Redis.
@@ -46,6 +47,20 @@ impl Keys {
 
     pub fn notification(&self, id: &OrderId) -> String {
         format!("{}notification:{id}", self.prefix)
+    }
+
+    pub fn recent_orders(&self) -> String {
+        format!("{}recent_orders", self.prefix)
+    }
+
+    /// `SCAN` pattern of every inventory key.
+    pub fn inventory_pattern(&self) -> String {
+        format!("{}inventory:*", self.prefix)
+    }
+
+    /// The SKU of an inventory key found by [`Keys::inventory_pattern`].
+    pub fn sku_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix("inventory:")
     }
 
     pub fn counters(&self) -> String {

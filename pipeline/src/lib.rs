@@ -18,3 +18,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod trace;
+pub mod view;

@@ -70,6 +70,15 @@ impl Base {
         })
     }
 
+    /// `/health` alone, for a service with its own `/` and `/metrics`.
+    pub fn health_router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        crate::http::health_router(Ops {
+            service: self.service,
+            pool: self.pool.clone(),
+            broker: self.broker.clone(),
+        })
+    }
+
     /// Serves `router` until shutdown, lets in-flight requests finish, then
     /// closes the broker link cleanly.
     pub async fn serve(self, router: Router) -> anyhow::Result<()> {

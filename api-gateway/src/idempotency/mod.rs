@@ -147,7 +147,8 @@ impl Store {
         let mut invocation = ACCEPT.prepare_invoke();
         invocation
             .key(self.keys.order(order.id))
-            .key(self.keys.counters());
+            .key(self.keys.counters())
+            .key(self.keys.recent_orders());
         if let Some(claim) = claim {
             invocation.key(self.keys.idempotency(claim.key.as_str()));
         }
@@ -158,7 +159,8 @@ impl Store {
             .arg(claim.map(|c| c.token.as_str()).unwrap_or(""))
             .arg(order.response.status)
             .arg(&order.response.body)
-            .arg(self.lifetimes.done.as_millis() as u64);
+            .arg(self.lifetimes.done.as_millis() as u64)
+            .arg(order.id.as_str());
         let mut conn = self.pool.get().await?;
         let _: i64 = invocation.invoke_async(&mut *conn).await?;
         Ok(())

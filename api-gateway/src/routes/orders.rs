@@ -1,7 +1,5 @@
 //! `POST /orders` (idempotent intake) and `GET /orders/{id}`.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -13,7 +11,6 @@ use pipeline::amqp::Outgoing;
 use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
 use pipeline::messages::{OrderPlaced, ROUTE_NEW_ORDER, now_ms};
 use pipeline::trace::TraceParent;
-use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -269,38 +266,11 @@ async fn get_order(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = OrderId::parse(&raw).map_err(ApiError::InvalidField)?;
-    let mut conn = state
-        .pool
-        .get()
+    let view = pipeline::view::load_order(&state.pool, &state.keys, &id, false)
         .await
-        .map_err(|e| ApiError::StoreUnavailable(e.into()))?;
-    let fields: BTreeMap<String, String> = conn
-        .hgetall(state.keys.order(&id))
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.into()))?;
-    if fields.is_empty() {
-        return Err(ApiError::OrderNotFound);
-    }
-    Ok(Json(order_view(&id, &fields)).into_response())
-}
-
-/// The public view of an `order:<id>` hash: status, reason, and every `*_at`
-/// field as a timestamp.
-fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
-    let mut timestamps = Map::new();
-    for (name, value) in fields {
-        if let (Some(stage), Ok(ms)) = (name.strip_suffix("_at"), value.parse::<u64>()) {
-            timestamps.insert(stage.to_owned(), json!(ms));
-        }
-    }
-    json!({
-        "id": id.as_str(),
-        "status": fields.get("status"),
-        "sku": fields.get("sku"),
-        "qty": fields.get("qty").and_then(|q| q.parse::<u64>().ok()),
-        "reason": fields.get("reason"),
-        "timestamps_ms": timestamps,
-    })
+        .map_err(ApiError::StoreUnavailable)?;
+    view.map(|v| Json(v).into_response())
+        .ok_or(ApiError::OrderNotFound)
 }
 
 #[cfg(test)]

@@ -49,6 +49,11 @@ impl Topology {
         self
     }
 
+    /// What every name starts with (`TOPOLOGY_PREFIX`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn name(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
     }

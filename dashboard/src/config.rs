@@ -1,0 +1,35 @@
+//! The dashboard's configuration, read from the environment at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pipeline::config::{
+    BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or,
+};
+
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    /// `DASHBOARD_ADDR`.
+    pub addr: SocketAddr,
+    pub broker: BrokerConfig,
+    pub redis: RedisConfig,
+    /// `SAMPLE_INTERVAL_MS`: how often figures are read and pushed to pages.
+    pub sample_interval: Duration,
+    /// `HISTORY_SECS`: how much throughput history the page can show.
+    pub history: Duration,
+    /// `LOW_STOCK`: stock at or below this is highlighted.
+    pub low_stock: i64,
+}
+
+impl DashboardConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            addr: addr_or("DASHBOARD_ADDR", "127.0.0.1:8090")?,
+            broker: BrokerConfig::from_env("dashboard")?,
+            redis: RedisConfig::from_env()?,
+            sample_interval: millis_or("SAMPLE_INTERVAL_MS", 1_000)?,
+            history: secs_or("HISTORY_SECS", 600)?,
+            low_stock: parse_or("LOW_STOCK", 10)?,
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! dashboard: what an operator watches.
+//!
+//! A sampler reads the pipeline's figures (Redis counters, inventory via SCAN,
+//! notification tallies, queue depths by passive declare) every
+//! `SAMPLE_INTERVAL_MS` and keeps `HISTORY_SECS` of them. `GET /` is a live page
+//! fed by server-sent events from that sampler; `GET /metrics` reads fresh
+//! figures as JSON or Prometheus text.
+
+pub mod config;
+pub mod prometheus;
+pub mod snapshot;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use deadpool_redis::Pool;
+use futures_util::Stream;
+use pipeline::amqp::Broker;
+use pipeline::domain::OrderId;
+use pipeline::http::Problem;
+use pipeline::keys::Keys;
+use pipeline::service::Base;
+use pipeline::shutdown::CancellationToken;
+use serde::Serialize;
+
+use tokio::sync::watch;
+
+pub use config::DashboardConfig;
+use snapshot::Snapshot;
+
+const PAGE: &str = include_str!("page.html");
+/// Orders listed on the page.
+const RECENT: isize = 20;
+
+/// One point of the throughput history: cumulative counters at a moment.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Point {
+    pub at_ms: u64,
+    pub accepted: u64,
+    pub reserved: u64,
+    pub rejected: u64,
+    pub notified: u64,
+}
+
+/// What every page gets each tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct Update {
+    pub snapshot: Snapshot,
+    pub recent: Vec<serde_json::Value>,
+    pub point: Point,
+    pub low_stock: i64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: Pool,
+    keys: Keys,
+    broker: Broker,
+    updates: watch::Receiver<Option<Arc<Update>>>,
+    history: Arc<Mutex<VecDeque<Point>>>,
+}
+
+pub struct Dashboard {
+    base: Base,
+    config: DashboardConfig,
+}
+
+impl Dashboard {
+    pub async fn build(
+        config: DashboardConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let base = Base::start(
+            "dashboard",
+            config.addr,
+            config.broker.clone(),
+            &config.redis,
+            shutdown,
+        )
+        .await
+        .context("starting dashboard (DASHBOARD_ADDR)")?;
+        Ok(Self { base, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.base.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (tx, rx) = watch::channel(None);
+        let capacity = (self.config.history.as_millis()
+            / self.config.sample_interval.as_millis().max(1)) as usize;
+        let history = Arc::new(Mutex::new(VecDeque::with_capacity(capacity + 1)));
+        let state = AppState {
+            pool: self.base.pool.clone(),
+            keys: self.base.keys.clone(),
+            broker: self.base.broker.clone(),
+            updates: rx,
+            history: history.clone(),
+        };
+        let sampler = tokio::spawn(sample(
+            state.clone(),
+            tx,
+            self.config.clone(),
+            capacity,
+            self.base.shutdown.clone(),
+        ));
+        let router = Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route("/metrics", get(metrics))
+            .route("/events", get(events))
+            .route("/orders/{id}", get(order))
+            .with_state(state)
+            .merge(self.base.health_router());
+        self.base
+            .serve_then(router, async {
+                let _ = sampler.await;
+            })
+            .await
+    }
+}
+
+/// Reads the figures every interval and hands them to every open page.
+async fn sample(
+    state: AppState,
+    tx: watch::Sender<Option<Arc<Update>>>,
+    config: DashboardConfig,
+    capacity: usize,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = snapshot::collect(&state.pool, &state.keys, &state.broker).await;
+        let recent = snapshot::recent_orders(&state.pool, &state.keys, RECENT)
+            .await
+            .unwrap_or_default();
+        let point = Point {
+            at_ms: snapshot.at_ms,
+            accepted: snapshot.orders.accepted,
+            reserved: snapshot.orders.reserved,
+            rejected: snapshot.orders.rejected,
+            notified: snapshot.orders.notified,
+        };
+        {
+            let mut history = state.history.lock().expect("history lock");
+            history.push_back(point);
+            while history.len() > capacity {
+                history.pop_front();
+            }
+        }
+        tx.send_replace(Some(Arc::new(Update {
+            snapshot,
+            recent,
+            point,
+            low_stock: config.low_stock,
+        })));
+    }
+}
+
+/// `GET /metrics`: JSON, or Prometheus text when `Accept` asks for
+/// `text/plain` or OpenMetrics.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snapshot = snapshot::collect(&state.pool, &state.keys, &state.broker).await;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/plain") || accept.contains("application/openmetrics-text") {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            prometheus::render(&snapshot),
+        )
+            .into_response()
+    } else {
+        Json(snapshot).into_response()
+    }
+}
+
+/// `GET /events`: server-sent events. First `history` (the stored points),
+/// then an `update` per sample.
+async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let history: Vec<Point> = state
+        .history
+        .lock()
+        .expect("history lock")
+        .iter()
+        .copied()
+        .collect();
+    let first = Event::default()
+        .event("history")
+        .json_data(&history)
+        .unwrap_or_default();
+    let mut rx = state.updates.clone();
+    rx.mark_changed();
+    let updates = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let update = rx.borrow_and_update().clone();
+        let event = match update {
+            Some(u) => Event::default()
+                .event("update")
+                .json_data(&*u)
+                .unwrap_or_default(),
+            None => Event::default().comment("waiting for the first sample"),
+        };
+        Some((Ok(event), rx))
+    });
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([Ok(first)]), updates);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `GET /orders/{id}`: the order's journey, with its notification.
+async fn order(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
+    let id = match OrderId::parse(&raw) {
+        Ok(id) => id,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-field",
+                "Invalid field",
+            )
+            .detail(e.to_string())
+            .field(e.field)
+            .into_response();
+        }
+    };
+    match pipeline::view::load_order(&state.pool, &state.keys, &id, true).await {
+        Ok(Some(view)) => Json(view).into_response(),
+        Ok(None) => Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")
+            .detail(format!("no order with id {id}"))
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cannot read the order");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Store unavailable",
+            )
+            .retry_after(std::time::Duration::from_secs(1))
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The dashboard's figures in the Prometheus text exposition format (0.0.4),
+//! for `GET /metrics` with `Accept: text/plain` or OpenMetrics.
+
+use std::fmt::Write;
+
+use crate::snapshot::Snapshot;
+
+/// Renders `s`; `promtool check metrics` accepts the result.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "order_pipeline_orders_total",
+        "counter",
+        "Orders that reached each stage.",
+    );
+    for (stage, n) in [
+        ("accepted", s.orders.accepted),
+        ("reserved", s.orders.reserved),
+        ("rejected", s.orders.rejected),
+        ("notified", s.orders.notified),
+    ] {
+        let _ = writeln!(out, "order_pipeline_orders_total{{stage=\"{stage}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "order_pipeline_orders_rejected_total",
+        "counter",
+        "Rejected orders by reason.",
+    );
+    for (reason, n) in &s.orders.rejected_by_reason {
+        let _ = writeln!(
+            out,
+            "order_pipeline_orders_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "order_pipeline_inventory_units",
+        "gauge",
+        "Units in stock per SKU.",
+    );
+    for stock in &s.inventory {
+        let _ = writeln!(
+            out,
+            "order_pipeline_inventory_units{{sku=\"{}\"}} {}",
+            escape(&stock.sku),
+            stock.units
+        );
+    }
+    family(
+        &mut out,
+        "order_pipeline_notifications",
+        "gauge",
+        "Notifications by status.",
+    );
+    for (status, n) in [
+        ("sent", s.notifications.sent),
+        ("sending", s.notifications.sending),
+        ("failed", s.notifications.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "order_pipeline_notifications{{status=\"{status}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "order_pipeline_queue_messages",
+        "gauge",
+        "Messages ready in each queue.",
+    );
+    for (queue, depth) in &s.queues {
+        if let Some(depth) = depth {
+            let _ = writeln!(
+                out,
+                "order_pipeline_queue_messages{{queue=\"{queue}\"}} {depth}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "order_pipeline_component_up",
+        "gauge",
+        "Whether Redis and the broker answer the dashboard.",
+    );
+    for (component, up) in [("redis", s.health.redis), ("broker", s.health.broker)] {
+        let _ = writeln!(
+            out,
+            "order_pipeline_component_up{{component=\"{component}\"}} {}",
+            u8::from(up)
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,205 @@
+//! The figures the dashboard shows, read fresh from Redis and the broker.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_redis::Pool;
+use futures_util::StreamExt;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use pipeline::amqp::Broker;
+use pipeline::domain::OrderId;
+use pipeline::keys::Keys;
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Everything on the page, at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub at_ms: u64,
+    pub orders: Orders,
+    /// Units per SKU, sorted by SKU.
+    pub inventory: Vec<Stock>,
+    pub notifications: Notifications,
+    /// Ready messages per queue; `null` when the broker could not be asked.
+    pub queues: BTreeMap<&'static str, Option<u32>>,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Orders {
+    pub accepted: u64,
+    pub reserved: u64,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub notified: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stock {
+    pub sku: String,
+    pub units: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Notifications {
+    pub sent: u64,
+    pub sending: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub redis: bool,
+    pub broker: bool,
+    /// The node the dashboard is connected to.
+    pub broker_node: Option<String>,
+}
+
+/// The queues whose depth is shown, by their unprefixed names.
+pub const QUEUES: [&str; 5] = [
+    "orders.queue",
+    "notifier.queue",
+    "orders.dlq",
+    "notifier.dlq",
+    "orders.rejected",
+];
+
+/// Reads everything; a part that cannot be read (Redis or the broker away)
+/// shows as zero/`null` and flips its health flag, never fails the whole.
+pub async fn collect(pool: &Pool, keys: &Keys, broker: &Broker) -> Snapshot {
+    let (redis, queues) = tokio::join!(read_redis(pool, keys), queue_depths(broker));
+    let link = broker.current();
+    let (orders, inventory, notifications, redis_ok) = match redis {
+        Ok((o, i, n)) => (o, i, n, true),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "cannot read Redis");
+            (
+                Orders::default(),
+                Vec::new(),
+                Notifications::default(),
+                false,
+            )
+        }
+    };
+    Snapshot {
+        at_ms: pipeline::messages::now_ms(),
+        orders,
+        inventory,
+        notifications,
+        queues,
+        health: Health {
+            redis: redis_ok,
+            broker: link.is_some(),
+            broker_node: link.map(|l| l.node.clone()),
+        },
+    }
+}
+
+async fn read_redis(
+    pool: &Pool,
+    keys: &Keys,
+) -> anyhow::Result<(Orders, Vec<Stock>, Notifications)> {
+    let mut conn = pool.get().await?;
+    let c: HashMap<String, i64> = conn.hgetall(keys.counters()).await?;
+    let get = |name: &str| c.get(name).copied().unwrap_or(0).max(0) as u64;
+    let orders = Orders {
+        accepted: get("accepted"),
+        reserved: get("reserved"),
+        rejected: get("rejected"),
+        rejected_by_reason: BTreeMap::from([
+            ("out_of_stock", get("rejected_out_of_stock")),
+            ("unknown_sku", get("rejected_unknown_sku")),
+        ]),
+        notified: get("notified"),
+    };
+    let notifications = Notifications {
+        sent: get("notified"),
+        sending: get("notifications_sending"),
+        failed: get("notifications_failed"),
+    };
+
+    // SCAN, never KEYS: the inventory keys, then their values in one MGET.
+    let mut inventory_keys: Vec<String> = {
+        let mut conn = pool.get().await?;
+        let iter = conn
+            .scan_options::<String>(
+                redis::ScanOptions::default()
+                    .with_pattern(keys.inventory_pattern())
+                    .with_count(1000),
+            )
+            .await?;
+        iter.filter_map(|k| async move { k.ok() }).collect().await
+    };
+    inventory_keys.sort();
+    let mut inventory = Vec::with_capacity(inventory_keys.len());
+    for chunk in inventory_keys.chunks(500) {
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query_async(&mut *conn)
+            .await?;
+        for (key, value) in chunk.iter().zip(values) {
+            let (Some(sku), Some(units)) = (keys.sku_of(key), value.and_then(|v| v.parse().ok()))
+            else {
+                continue;
+            };
+            inventory.push(Stock {
+                sku: sku.to_owned(),
+                units,
+            });
+        }
+    }
+    Ok((orders, inventory, notifications))
+}
+
+async fn queue_depths(broker: &Broker) -> BTreeMap<&'static str, Option<u32>> {
+    let mut depths: BTreeMap<&'static str, Option<u32>> =
+        QUEUES.iter().map(|q| (*q, None)).collect();
+    let Some(link) = broker.current() else {
+        return depths;
+    };
+    let Ok(channel) = link.connection.create_channel().await else {
+        return depths;
+    };
+    let prefix = broker.topology().prefix();
+    for q in QUEUES {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(
+                format!("{prefix}{q}").into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(state) => {
+                depths.insert(q, Some(state.message_count()));
+            }
+            // A failed passive declare closes the channel; the rest stay null.
+            Err(_) => break,
+        }
+    }
+    let _ = channel.close(200, "done".into()).await;
+    depths
+}
+
+/// The newest orders, newest first, with their state.
+pub async fn recent_orders(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
+    let ids: Vec<String> = {
+        let mut conn = pool.get().await?;
+        conn.lrange(keys.recent_orders(), 0, n - 1).await?
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Ok(id) = OrderId::parse(&id) else {
+            continue;
+        };
+        if let Some(view) = pipeline::view::load_order(pool, keys, &id, false).await? {
+            out.push(view);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,132 @@
+//! The whole pipeline in one process (gateway, processor, notifier with the
+//! log sink, dashboard), all under one test's prefixes.
+
+use std::time::Duration;
+
+use dashboard::{Dashboard, DashboardConfig};
+use pipeline::shutdown::CancellationToken;
+use serde_json::Value;
+
+pub use testkit::{World, eventually};
+
+pub struct Stack {
+    pub world: World,
+    pub gateway: String,
+    pub dashboard: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let world = World::new().await;
+        let prefix = world.prefix.clone();
+        let shutdown = CancellationToken::new();
+        let broker = |name: &str| testkit::broker_config(&prefix, name);
+        let redis = testkit::redis_config(&prefix);
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let mut tasks = Vec::new();
+
+        let processor = order_processor::Processor::build(
+            order_processor::ProcessorConfig {
+                addr: any_port,
+                broker: broker("order-processor-test"),
+                redis: redis.clone(),
+                prefetch: 32,
+                transient_retry: Duration::from_secs(10),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        tasks.push(tokio::spawn(processor.run_until_stopped()));
+        let notifier = notifier::Notifier::build(
+            notifier::NotifierConfig {
+                addr: any_port,
+                broker: broker("notifier-test"),
+                redis: redis.clone(),
+                prefetch: 32,
+                transient_retry: Duration::from_secs(10),
+                sink: notifier::SinkConfig::Log,
+                claim: Duration::from_secs(30),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        tasks.push(tokio::spawn(notifier.run_until_stopped()));
+        let gateway = api_gateway::Application::build(
+            api_gateway::GatewayConfig {
+                addr: any_port,
+                broker: broker("api-gateway-test"),
+                redis: redis.clone(),
+                request_timeout: Duration::from_secs(5),
+                lifetimes: api_gateway::idempotency::Lifetimes {
+                    lease: Duration::from_secs(30),
+                    done: Duration::from_secs(600),
+                },
+                max_qty: 1000,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let gateway_url = format!("http://{}", gateway.local_addr());
+        tasks.push(tokio::spawn(gateway.run_until_stopped()));
+        let dash = Dashboard::build(
+            DashboardConfig {
+                addr: any_port,
+                broker: broker("dashboard-test"),
+                redis,
+                sample_interval: Duration::from_millis(200),
+                history: Duration::from_secs(60),
+                low_stock: 10,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let dashboard_url = format!("http://{}", dash.local_addr());
+        tasks.push(tokio::spawn(dash.run_until_stopped()));
+        Self {
+            world,
+            gateway: gateway_url,
+            dashboard: dashboard_url,
+            client: reqwest::Client::new(),
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub async fn post(&self, body: &str) -> u16 {
+        self.client
+            .post(format!("{}/orders", self.gateway))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn metrics_json(&self) -> Value {
+        self.client
+            .get(format!("{}/metrics", self.dashboard))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.unwrap().unwrap();
+        }
+        self.world.finish().await;
+    }
+}

@@ -1,0 +1,160 @@
+//! `GET /metrics` agrees with the ledger, in JSON and in Prometheus text.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Stack, eventually};
+
+/// Pushes a known sequence through the real pipeline: two reserved (and so
+/// notified), one out of stock, one unknown SKU, one client retry.
+async fn known_sequence(s: &mut Stack) {
+    s.world.set_stock("widget", 2).await;
+    s.world.set_stock("gadget", 40).await;
+    for body in [
+        r#"{"id":"m-1","sku":"widget","qty":1}"#,
+        r#"{"id":"m-1","sku":"widget","qty":1}"#,
+        r#"{"id":"m-2","sku":"widget","qty":1}"#,
+        r#"{"id":"m-3","sku":"widget","qty":1}"#,
+        r#"{"id":"m-4","sku":"ghost","qty":1}"#,
+    ] {
+        assert_eq!(s.post(body).await, 202);
+        // Let each order be decided before the next, so "m-3" is the one
+        // that finds the widgets gone.
+        let id = body.split('"').nth(3).unwrap().to_owned();
+        let url = format!("{}/orders/{id}", s.dashboard);
+        let client = s.client.clone();
+        eventually(Duration::from_secs(30), "the order decided", || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                v["status"] != "accepted"
+            }
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(30), "both notified", || async {
+        s.world.counter("notified").await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_metrics_agree_with_the_ledger() {
+    let mut s = Stack::start().await;
+    known_sequence(&mut s).await;
+    let m = s.metrics_json().await;
+    assert_eq!(m["orders"]["accepted"], 4, "{m}");
+    assert_eq!(m["orders"]["reserved"], 2, "{m}");
+    assert_eq!(m["orders"]["rejected"], 2, "{m}");
+    assert_eq!(m["orders"]["rejected_by_reason"]["out_of_stock"], 1);
+    assert_eq!(m["orders"]["rejected_by_reason"]["unknown_sku"], 1);
+    assert_eq!(m["orders"]["notified"], 2);
+    assert_eq!(
+        m["inventory"],
+        serde_json::json!([{"sku": "gadget", "units": 40}, {"sku": "widget", "units": 0}])
+    );
+    assert_eq!(
+        m["notifications"],
+        serde_json::json!({"sent": 2, "sending": 0, "failed": 0})
+    );
+    assert_eq!(m["queues"]["orders.queue"], 0);
+    assert_eq!(m["queues"]["notifier.queue"], 0);
+    assert_eq!(m["queues"]["orders.dlq"], 0);
+    assert_eq!(m["queues"]["notifier.dlq"], 0);
+    assert_eq!(
+        m["queues"]["orders.rejected"], 2,
+        "two rejection events kept"
+    );
+    assert_eq!(m["health"]["redis"], true);
+    assert_eq!(m["health"]["broker"], true);
+
+    // The journey of one order, with its notification.
+    let journey: Value = s
+        .client
+        .get(format!("{}/orders/m-1", s.dashboard))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(journey["status"], "notified");
+    assert_eq!(journey["notification"]["status"], "sent");
+    assert_eq!(journey["notification"]["channel"], "log");
+    let res = s
+        .client
+        .get(format!("{}/orders/nope", s.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = s
+        .client
+        .get(format!("{}/orders/bad%20id", s.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn prometheus_text_passes_promtool() {
+    let mut s = Stack::start().await;
+    known_sequence(&mut s).await;
+    let res = s
+        .client
+        .get(format!("{}/metrics", s.dashboard))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("order_pipeline_orders_total{stage=\"notified\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("order_pipeline_orders_rejected_total{reason=\"unknown_sku\"} 1"));
+    assert!(text.contains("order_pipeline_inventory_units{sku=\"widget\"} 0"));
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package `prometheus`; `make deps` installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool refused the output:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let openmetrics = s
+        .client
+        .get(format!("{}/metrics", s.dashboard))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(openmetrics.starts_with("# HELP"));
+    s.stop().await;
+}

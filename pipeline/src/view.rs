@@ -1,0 +1,62 @@
+//! The public view of an order, shared by the gateway's and the dashboard's
+//! `GET /orders/<id>`.
+
+use std::collections::BTreeMap;
+
+use deadpool_redis::Pool;
+use redis::AsyncCommands;
+use serde_json::{Map, Value, json};
+
+use crate::domain::OrderId;
+use crate::keys::Keys;
+
+/// Status, reason, and every `*_at` field of an `order:<id>` hash as a
+/// timestamp in milliseconds.
+pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
+    let mut timestamps = Map::new();
+    for (name, value) in fields {
+        if let (Some(stage), Ok(ms)) = (name.strip_suffix("_at"), value.parse::<u64>()) {
+            timestamps.insert(stage.to_owned(), json!(ms));
+        }
+    }
+    json!({
+        "id": id.as_str(),
+        "status": fields.get("status"),
+        "sku": fields.get("sku"),
+        "qty": fields.get("qty").and_then(|q| q.parse::<u64>().ok()),
+        "reason": fields.get("reason"),
+        "timestamps_ms": timestamps,
+    })
+}
+
+/// The order's view, or `None` if there is no such order. With
+/// `with_notification`, also its notification's status, channel, attempts and
+/// last error.
+pub async fn load_order(
+    pool: &Pool,
+    keys: &Keys,
+    id: &OrderId,
+    with_notification: bool,
+) -> anyhow::Result<Option<Value>> {
+    let mut conn = pool.get().await?;
+    let fields: BTreeMap<String, String> = conn.hgetall(keys.order(id)).await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut view = order_view(id, &fields);
+    if with_notification {
+        let n: BTreeMap<String, String> = conn.hgetall(keys.notification(id)).await?;
+        view["notification"] = if n.is_empty() {
+            Value::Null
+        } else {
+            json!({
+                "status": n.get("status"),
+                "channel": n.get("channel"),
+                "attempts": n.get("attempts").and_then(|a| a.parse::<u64>().ok()),
+                "last_error": n.get("last_error"),
+                "sent_at_ms": n.get("sent_at").and_then(|a| a.parse::<u64>().ok()),
+            })
+        };
+    }
+    Ok(Some(view))
+}
