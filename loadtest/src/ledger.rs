@@ -1,0 +1,247 @@
+//! The ledger of one run: what was sent, what the pipeline did with it, and
+//! whether every invariant of `reliability.md` held.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Counts from one run. See `README.md` ("Load and chaos") for each field.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ledger {
+    /// Distinct orders the client tried to place.
+    pub sent: u64,
+    /// Orders answered 202 (first time or replayed).
+    pub accepted: u64,
+    /// Extra requests re-sending an accepted order with the same key.
+    pub client_retries: u64,
+    /// Re-sends answered with something other than a replayed 202 or a 409.
+    pub retry_anomalies: u64,
+    pub reserved: u64,
+    pub rejected_out_of_stock: u64,
+    pub rejected_unknown_sku: u64,
+    pub notified: u64,
+    /// Accepted (or recovered) but never decided, or reserved but never
+    /// notified.
+    pub lost: u64,
+    /// Stock effects or notifications recorded more than once.
+    pub duplicated: u64,
+    /// Orders the client never got a 202 for (timeouts, 503s after retries).
+    pub unknown: u64,
+    /// Of the unknown, orders the pipeline did accept and process.
+    pub recovered: u64,
+    /// Deliveries the processor saw redelivered (from its /metrics).
+    pub redelivered: u64,
+    /// Messages that landed in the DLQs during the run.
+    pub dead_lettered: u64,
+    /// Initial stock minus reserved units, over the run's SKUs.
+    pub stock_expected: i64,
+    pub stock_actual: i64,
+    /// The lowest stock seen on any of the run's SKUs.
+    pub stock_min: i64,
+}
+
+impl Ledger {
+    /// The invariants: nothing lost, nothing twice, stock exact and never
+    /// negative.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.lost > 0 {
+            v.push(format!("{} orders lost", self.lost));
+        }
+        if self.duplicated > 0 {
+            v.push(format!("{} effects duplicated", self.duplicated));
+        }
+        if self.stock_actual != self.stock_expected {
+            v.push(format!(
+                "stock is {} but initial stock minus reserved units is {}",
+                self.stock_actual, self.stock_expected
+            ));
+        }
+        if self.stock_min < 0 {
+            v.push(format!("stock went below zero ({})", self.stock_min));
+        }
+        if self.retry_anomalies > 0 {
+            v.push(format!(
+                "{} client retries got an unexpected answer",
+                self.retry_anomalies
+            ));
+        }
+        v
+    }
+}
+
+/// Latency of accepted orders, first attempt to 202, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn from_micros(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i] as f64 / 1000.0
+        };
+        Self {
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            max_ms: *samples.last().unwrap_or(&0) as f64 / 1000.0,
+        }
+    }
+}
+
+/// One second of the run, for the plot.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    pub t_secs: f64,
+    /// Orders accepted in this second.
+    pub accepted_per_sec: f64,
+    /// Orders decided (reserved or rejected) in this second.
+    pub decided_per_sec: f64,
+    pub notified_per_sec: f64,
+    /// p99 latency of the 202s answered in this second.
+    pub p99_ms: f64,
+}
+
+/// Everything a run reports; `--json` writes this.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub ledger: Ledger,
+    /// Seconds spent sending, and from the first send until drained.
+    pub send_secs: f64,
+    pub total_secs: f64,
+    pub accepted_per_sec: f64,
+    /// Orders fully through the pipeline (rejected, or notified) per second.
+    pub end_to_end_per_sec: f64,
+    pub latency: Latency,
+    /// Seconds from the fault to the first order accepted after it (chaos).
+    pub recovery_secs: Option<f64>,
+    pub drained: bool,
+    pub violations: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.drained
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.ledger;
+        writeln!(f, "ledger of run {}", self.run_id)?;
+        let rows: [(&str, String); 17] = [
+            ("sent", l.sent.to_string()),
+            ("accepted", l.accepted.to_string()),
+            (
+                "client retries (same key)",
+                format!("{} ({} anomalies)", l.client_retries, l.retry_anomalies),
+            ),
+            ("reserved", l.reserved.to_string()),
+            ("rejected out_of_stock", l.rejected_out_of_stock.to_string()),
+            ("rejected unknown_sku", l.rejected_unknown_sku.to_string()),
+            ("notified", l.notified.to_string()),
+            ("lost", l.lost.to_string()),
+            ("duplicated", l.duplicated.to_string()),
+            (
+                "unknown / recovered",
+                format!("{} / {}", l.unknown, l.recovered),
+            ),
+            ("redelivered", l.redelivered.to_string()),
+            ("dead-lettered", l.dead_lettered.to_string()),
+            (
+                "stock expected / actual",
+                format!("{} / {}", l.stock_expected, l.stock_actual),
+            ),
+            ("stock minimum seen", l.stock_min.to_string()),
+            (
+                "throughput",
+                format!(
+                    "{:.0} accepted/s, {:.0} end-to-end/s",
+                    self.accepted_per_sec, self.end_to_end_per_sec
+                ),
+            ),
+            (
+                "latency (202)",
+                format!(
+                    "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    self.latency.p50_ms,
+                    self.latency.p90_ms,
+                    self.latency.p99_ms,
+                    self.latency.max_ms
+                ),
+            ),
+            (
+                "time",
+                format!(
+                    "{:.1} s sending, {:.1} s until drained",
+                    self.send_secs, self.total_secs
+                ),
+            ),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "  {name:<27} {value}")?;
+        }
+        if let Some(r) = self.recovery_secs {
+            writeln!(f, "  {:<27} {r:.1} s", "recovery after the fault")?;
+        }
+        if !self.drained {
+            writeln!(
+                f,
+                "  NOT DRAINED: the pipeline did not finish within the timeout"
+            )?;
+        }
+        if self.violations.is_empty() {
+            write!(
+                f,
+                "  invariants: OK (lost 0, duplicated 0, stock exact, never negative)"
+            )
+        } else {
+            write!(f, "  INVARIANTS VIOLATED: {}", self.violations.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let l = Latency::from_micros((1..=100).map(|ms| ms * 1000).collect());
+        assert_eq!(
+            (l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
+        assert_eq!(Latency::from_micros(vec![]).max_ms, 0.0);
+    }
+
+    #[test]
+    fn violations_name_every_broken_invariant() {
+        let ok = Ledger {
+            stock_expected: 5,
+            stock_actual: 5,
+            ..Ledger::default()
+        };
+        assert!(ok.violations().is_empty());
+        let bad = Ledger {
+            lost: 1,
+            duplicated: 2,
+            stock_expected: 5,
+            stock_actual: 4,
+            stock_min: -1,
+            ..Ledger::default()
+        };
+        assert_eq!(bad.violations().len(), 4);
+    }
+}

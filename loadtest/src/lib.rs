@@ -1,0 +1,15 @@
+//! order-pipeline's load and chaos harness.
+//!
+//! [`run`] seeds inventory, sends orders over HTTP (closed loop at a
+//! concurrency, or open loop at a rate) with a share of client retries reusing
+//! the same key, waits for the pipeline to drain, then reads Redis and the
+//! queues and builds the [`Ledger`] of `reliability.md`: every order accounted
+//! for, invariants checked.
+
+pub mod ledger;
+pub mod load;
+pub mod plot;
+pub mod progress;
+
+pub use ledger::{Ledger, Report};
+pub use load::{LoadConfig, run};

@@ -1,0 +1,501 @@
+//! Driving orders through a running pipeline and reading back what happened.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use rand::Rng;
+use redis::AsyncCommands;
+
+use crate::ledger::{Latency, Ledger, Report, Sample};
+use crate::progress::Progress;
+
+/// What to send, where, and how.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The gateway, e.g. `http://127.0.0.1:8080`.
+    pub gateway: String,
+    pub redis_url: String,
+    /// The stack's `REDIS_KEY_PREFIX`.
+    pub key_prefix: String,
+    /// An AMQP URL to read DLQ depths from (optional).
+    pub amqp_url: Option<String>,
+    /// The stack's `TOPOLOGY_PREFIX`.
+    pub topology_prefix: String,
+    /// Processor `/metrics` URLs, for the redelivery count (optional).
+    pub processor_metrics: Vec<String>,
+    pub orders: u64,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Open loop: start this many orders per second (else closed loop).
+    pub rate: Option<f64>,
+    /// Share of accepted orders the client sends once more with the same key.
+    pub retry_share: f64,
+    /// The run's SKUs, `<run>-sku-<n>`.
+    pub skus: u64,
+    /// Total initial stock as a share of the orders: below 1 some are
+    /// rejected `out_of_stock`.
+    pub stock_ratio: f64,
+    /// Share of orders for a SKU with no inventory key (`unknown_sku`).
+    pub unknown_share: f64,
+    /// Whether a notifier is running (reserved orders must end `notified`).
+    pub expect_notified: bool,
+    pub drain_timeout: Duration,
+    /// Tries per order before the client gives up (503/409/timeouts).
+    pub max_tries: u32,
+    pub request_timeout: Duration,
+    pub run_id: String,
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// Defaults for the local stack (`make up`).
+    pub fn local(orders: u64) -> Self {
+        Self {
+            gateway: "http://127.0.0.1:8080".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: String::new(),
+            amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            topology_prefix: String::new(),
+            processor_metrics: vec!["http://127.0.0.1:9101/metrics".into()],
+            orders,
+            concurrency: 64,
+            rate: None,
+            retry_share: 0.05,
+            skus: 10,
+            stock_ratio: 0.9,
+            unknown_share: 0.01,
+            expect_notified: true,
+            drain_timeout: Duration::from_secs(300),
+            max_tries: 20,
+            request_timeout: Duration::from_secs(15),
+            run_id: format!("lt{}", pipeline::messages::now_ms()),
+            progress: true,
+        }
+    }
+
+    fn order_id(&self, i: u64) -> String {
+        format!("{}-{i}", self.run_id)
+    }
+
+    fn sku(&self, i: u64) -> String {
+        // A deterministic ~unknown_share of orders go to a SKU nobody stocks.
+        let every = if self.unknown_share > 0.0 {
+            (1.0 / self.unknown_share).round().max(1.0) as u64
+        } else {
+            u64::MAX
+        };
+        if i % every == every - 1 {
+            format!("{}-ghost", self.run_id)
+        } else {
+            format!("{}-sku-{}", self.run_id, i % self.skus.max(1))
+        }
+    }
+
+    fn stock_per_sku(&self) -> i64 {
+        ((self.orders as f64 * self.stock_ratio) / self.skus.max(1) as f64).ceil() as i64
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.key_prefix)
+    }
+}
+
+/// What the client saw for one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Accepted,
+    Unknown,
+}
+
+struct Shared {
+    next: AtomicU64,
+    accepted: AtomicU64,
+    client_retries: AtomicU64,
+    retry_anomalies: AtomicU64,
+    seen: Mutex<Vec<Option<Seen>>>,
+    latencies: Mutex<Vec<u64>>,
+    /// Latencies since the last sample.
+    window: Mutex<Vec<u64>>,
+}
+
+/// Runs the load and returns the report. The caller decides what to do when
+/// [`Report::ok`] is false.
+pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
+    let redis = redis::Client::open(config.redis_url.clone())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+
+    // Seed the run's inventory.
+    let stock = config.stock_per_sku();
+    for s in 0..config.skus.max(1) {
+        let key = config.key(&format!("inventory:{}-sku-{s}", config.run_id));
+        let _: () = conn.set(key, stock).await?;
+    }
+    let counters_before = counters(&mut conn, &config).await?;
+    let dlq_before = dlq_depth(&config).await;
+    let redelivered_before = redelivered(&config).await;
+
+    let http = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .pool_max_idle_per_host(config.concurrency)
+        .build()?;
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        client_retries: AtomicU64::new(0),
+        retry_anomalies: AtomicU64::new(0),
+        seen: Mutex::new(vec![None; config.orders as usize]),
+        latencies: Mutex::new(Vec::with_capacity(config.orders as usize)),
+        window: Mutex::new(Vec::new()),
+    });
+
+    let started = Instant::now();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample(
+        config.clone(),
+        shared.clone(),
+        redis.get_multiplexed_async_connection().await?,
+        counters_before.clone(),
+        samples.clone(),
+    ));
+    send_all(&config, &http, &shared).await;
+    let send_secs = started.elapsed().as_secs_f64();
+
+    // Wait for the pipeline to drain: every accepted order decided, every
+    // reserved one notified.
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let drain = Progress::new("draining", accepted, config.progress);
+    let deadline = Instant::now() + config.drain_timeout;
+    let mut drained = false;
+    while Instant::now() < deadline {
+        let now = counters(&mut conn, &config).await?;
+        let delta = |k: &str| {
+            now.get(k).copied().unwrap_or(0) - counters_before.get(k).copied().unwrap_or(0)
+        };
+        let decided = (delta("reserved") + delta("rejected")).max(0) as u64;
+        let notified = delta("notified").max(0) as u64;
+        let through = decided - delta("reserved").max(0) as u64 + notified;
+        drain.draw(through.min(accepted), "orders through the pipeline");
+        if decided >= accepted
+            && (!config.expect_notified || notified >= delta("reserved").max(0) as u64)
+        {
+            drained = true;
+            drain.finish(through.min(accepted), "drained");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !drained {
+        drain.finish(0, "timed out");
+    }
+    // One more settle for late records beyond the counters (e.g. an order
+    // accepted after its client gave up).
+    let total_secs = started.elapsed().as_secs_f64();
+    sampler.abort();
+    let _ = sampler.await;
+    let samples = std::mem::take(&mut *samples.lock().expect("lock"));
+
+    let mut ledger = verify(&config, &mut conn, &shared, &counters_before).await?;
+    ledger.client_retries = shared.client_retries.load(Ordering::Relaxed);
+    ledger.retry_anomalies = shared.retry_anomalies.load(Ordering::Relaxed);
+    ledger.dead_lettered = dlq_depth(&config).await.saturating_sub(dlq_before);
+    ledger.redelivered = redelivered(&config)
+        .await
+        .saturating_sub(redelivered_before);
+    let through = ledger.notified + ledger.rejected_out_of_stock + ledger.rejected_unknown_sku;
+    let through = if config.expect_notified {
+        through
+    } else {
+        ledger.reserved + through
+    };
+    let latency =
+        Latency::from_micros(std::mem::take(&mut *shared.latencies.lock().expect("lock")));
+    let violations = ledger.violations();
+    Ok(Report {
+        run_id: config.run_id.clone(),
+        accepted_per_sec: ledger.accepted as f64 / send_secs.max(0.001),
+        end_to_end_per_sec: through as f64 / total_secs.max(0.001),
+        ledger,
+        send_secs,
+        total_secs,
+        latency,
+        recovery_secs: None,
+        drained,
+        violations,
+        samples,
+    })
+}
+
+async fn send_all(config: &LoadConfig, http: &reqwest::Client, shared: &Arc<Shared>) {
+    let progress = Arc::new(Progress::new("sending", config.orders, config.progress));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..config.concurrency.max(1))
+        .map(|_| {
+            let (config, http, shared, progress) = (
+                config.clone(),
+                http.clone(),
+                shared.clone(),
+                progress.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = shared.next.fetch_add(1, Ordering::Relaxed);
+                    if i >= config.orders {
+                        return;
+                    }
+                    if let Some(rate) = config.rate {
+                        // Open loop: order i starts at i / rate seconds.
+                        let at = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    place(&config, &http, &shared, i).await;
+                    if i % 97 == 0 {
+                        progress.draw(shared.accepted.load(Ordering::Relaxed), "accepted");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    progress.finish(shared.accepted.load(Ordering::Relaxed), "accepted");
+}
+
+/// Places order `i` like a careful client: retries 503, 409 and timeouts with
+/// the same key and backoff, then maybe re-sends it once more.
+async fn place(config: &LoadConfig, http: &reqwest::Client, shared: &Shared, i: u64) {
+    let id = config.order_id(i);
+    let body = format!(r#"{{"id":"{id}","sku":"{}","qty":1}}"#, config.sku(i));
+    let url = format!("{}/orders", config.gateway);
+    let first = Instant::now();
+    let mut outcome = Seen::Unknown;
+    for attempt in 0..config.max_tries {
+        let res = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        match res.map(|r| r.status().as_u16()) {
+            Ok(202) => {
+                outcome = Seen::Accepted;
+                break;
+            }
+            Ok(status) if status >= 400 && status < 500 && status != 409 && status != 429 => {
+                // The request itself is wrong; retrying cannot help.
+                break;
+            }
+            _ => {
+                let backoff = Duration::from_millis((50u64 << attempt.min(6)).min(2000));
+                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            }
+        }
+    }
+    if outcome == Seen::Accepted {
+        let micros = first.elapsed().as_micros() as u64;
+        shared.latencies.lock().expect("lock").push(micros);
+        shared.window.lock().expect("lock").push(micros);
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
+        if rand::rng().random_bool(config.retry_share.clamp(0.0, 1.0)) {
+            shared.client_retries.fetch_add(1, Ordering::Relaxed);
+            let again = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let fine = match again {
+                Ok(r) if r.status() == 202 => r.headers().get("idempotent-replayed").is_some(),
+                Ok(r) => matches!(r.status().as_u16(), 409 | 503),
+                Err(_) => true,
+            };
+            if !fine {
+                shared.retry_anomalies.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    shared.seen.lock().expect("lock")[i as usize] = Some(outcome);
+}
+
+/// One sample per second into `samples`, until aborted.
+async fn sample(
+    config: LoadConfig,
+    shared: Arc<Shared>,
+    mut conn: redis::aio::MultiplexedConnection,
+    before: HashMap<String, i64>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_accepted, mut last_decided, mut last_notified) = (0u64, 0i64, 0i64);
+    loop {
+        tick.tick().await;
+        let now = counters(&mut conn, &config).await.unwrap_or_default();
+        let delta =
+            |k: &str| now.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        let decided = delta("reserved") + delta("rejected");
+        let notified = delta("notified");
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let window =
+            Latency::from_micros(std::mem::take(&mut *shared.window.lock().expect("lock")));
+        samples.lock().expect("lock").push(Sample {
+            t_secs: started.elapsed().as_secs_f64(),
+            accepted_per_sec: (accepted - last_accepted) as f64,
+            decided_per_sec: (decided - last_decided).max(0) as f64,
+            notified_per_sec: (notified - last_notified).max(0) as f64,
+            p99_ms: window.p99_ms,
+        });
+        (last_accepted, last_decided, last_notified) = (accepted, decided, notified);
+    }
+}
+
+async fn counters(
+    conn: &mut redis::aio::MultiplexedConnection,
+    config: &LoadConfig,
+) -> anyhow::Result<HashMap<String, i64>> {
+    Ok(conn.hgetall(config.key("counters")).await?)
+}
+
+/// Reads every order of the run back from Redis and counts.
+async fn verify(
+    config: &LoadConfig,
+    conn: &mut redis::aio::MultiplexedConnection,
+    shared: &Shared,
+    before: &HashMap<String, i64>,
+) -> anyhow::Result<Ledger> {
+    let seen = shared.seen.lock().expect("lock").clone();
+    let mut ledger = Ledger {
+        sent: config.orders,
+        ..Ledger::default()
+    };
+    let mut reserved_per_sku: HashMap<String, i64> = HashMap::new();
+    for chunk_start in (0..config.orders).step_by(500) {
+        let ids: Vec<u64> = (chunk_start..(chunk_start + 500).min(config.orders)).collect();
+        let mut pipe = redis::pipe();
+        for &i in &ids {
+            let id = config.order_id(i);
+            pipe.cmd("HMGET")
+                .arg(config.key(&format!("order:{id}")))
+                .arg(&["accepted_at", "outcome", "reason", "sku"]);
+            pipe.cmd("HGET")
+                .arg(config.key(&format!("notification:{id}")))
+                .arg("status");
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        for (n, &i) in ids.iter().enumerate() {
+            let fields: Vec<Option<String>> = redis::from_redis_value(replies[2 * n].clone())?;
+            let notification: Option<String> = redis::from_redis_value(replies[2 * n + 1].clone())?;
+            let (accepted_at, outcome, reason, sku) = (
+                &fields[0],
+                fields[1].as_deref(),
+                fields[2].as_deref(),
+                &fields[3],
+            );
+            let client_accepted = seen[i as usize] == Some(Seen::Accepted);
+            if client_accepted {
+                ledger.accepted += 1;
+            } else {
+                ledger.unknown += 1;
+                if accepted_at.is_some() {
+                    ledger.recovered += 1;
+                }
+            }
+            let in_pipeline = client_accepted || accepted_at.is_some();
+            match outcome {
+                Some("reserved") => {
+                    ledger.reserved += 1;
+                    if let Some(sku) = sku {
+                        *reserved_per_sku.entry(sku.clone()).or_default() += 1;
+                    }
+                    if notification.as_deref() == Some("sent") {
+                        ledger.notified += 1;
+                    } else if config.expect_notified {
+                        ledger.lost += 1;
+                    }
+                }
+                Some("rejected") => match reason {
+                    Some("unknown_sku") => ledger.rejected_unknown_sku += 1,
+                    _ => ledger.rejected_out_of_stock += 1,
+                },
+                _ if in_pipeline => ledger.lost += 1,
+                _ => {}
+            }
+        }
+    }
+    // Counters move once per effect; more than the orders account for is a
+    // duplicate.
+    let now = counters(conn, config).await?;
+    let delta = |k: &str| {
+        (now.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0)).max(0) as u64
+    };
+    ledger.duplicated = delta("reserved").saturating_sub(ledger.reserved)
+        + delta("rejected")
+            .saturating_sub(ledger.rejected_out_of_stock + ledger.rejected_unknown_sku)
+        + delta("notified").saturating_sub(ledger.notified);
+    // Stock arithmetic over the run's SKUs.
+    let initial = config.stock_per_sku();
+    ledger.stock_min = i64::MAX;
+    for s in 0..config.skus.max(1) {
+        let sku = format!("{}-sku-{s}", config.run_id);
+        let actual: i64 = conn.get(config.key(&format!("inventory:{sku}"))).await?;
+        ledger.stock_actual += actual;
+        ledger.stock_expected += initial - reserved_per_sku.get(&sku).copied().unwrap_or(0);
+        ledger.stock_min = ledger.stock_min.min(actual);
+    }
+    Ok(ledger)
+}
+
+async fn dlq_depth(config: &LoadConfig) -> u64 {
+    let Some(url) = &config.amqp_url else {
+        return 0;
+    };
+    let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    else {
+        return 0;
+    };
+    let mut total = 0;
+    for q in ["orders.dlq", "notifier.dlq"] {
+        let Ok(ch) = conn.create_channel().await else {
+            break;
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        if let Ok(state) = ch
+            .queue_declare(
+                format!("{}{q}", config.topology_prefix).into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            total += u64::from(state.message_count());
+        }
+        let _ = ch.close(200, "done".into()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    total
+}
+
+async fn redelivered(config: &LoadConfig) -> u64 {
+    let mut total = 0.0;
+    for url in &config.processor_metrics {
+        let Ok(res) = reqwest::get(url).await else {
+            continue;
+        };
+        let Ok(text) = res.text().await else { continue };
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("orders_redelivered_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total as u64
+}
