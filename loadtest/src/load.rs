@@ -285,7 +285,7 @@ async fn place(config: &LoadConfig, http: &reqwest::Client, shared: &Shared, i: 
                 outcome = Seen::Accepted;
                 break;
             }
-            Ok(status) if status >= 400 && status < 500 && status != 409 && status != 429 => {
+            Ok(status) if (400..500).contains(&status) && status != 409 && status != 429 => {
                 // The request itself is wrong; retrying cannot help.
                 break;
             }

@@ -4,6 +4,9 @@ use std::fmt::Write;
 
 use crate::ledger::Sample;
 
+/// A line: name, colour, value of a sample, and whether it uses the latency axis.
+type Series<'a> = (&'a str, &'a str, &'a dyn Fn(&Sample) -> f64, bool);
+
 /// Throughput (accepted, decided, notified per second; left axis) and p99
 /// latency (right axis) over the run.
 pub fn svg(title: &str, samples: &[Sample]) -> String {
@@ -66,7 +69,7 @@ pub fn svg(title: &str, samples: &[Sample]) -> String {
         w - 14.0,
         top + ph / 2.0
     );
-    let series: [(&str, &str, &dyn Fn(&Sample) -> f64, bool); 4] = [
+    let series: [Series; 4] = [
         ("accepted/s", "#2563eb", &|s| s.accepted_per_sec, false),
         ("decided/s", "#16a34a", &|s| s.decided_per_sec, false),
         ("notified/s", "#9333ea", &|s| s.notified_per_sec, false),
