@@ -1,5 +1,5 @@
 # order-pipeline — see README.md.
-.PHONY: up down status deps test lint fmt replay-dlq
+.PHONY: up down status deps test lint fmt replay-dlq chaos load bench
 
 STACK := scripts/stack.sh
 
@@ -34,3 +34,12 @@ fmt:
 ## Move messages parked in orders.dlq back to orders.queue (after fixing the cause).
 replay-dlq:
 	cargo run --release --quiet -p order-processor -- replay-dlq
+
+## The long chaos scenarios (T1-T7 of reliability.md, 20,000 orders each).
+chaos: deps
+	cargo build --bins
+	CHAOS_ORDERS=$${CHAOS_ORDERS:-20000} cargo nextest run -p loadtest --test chaos --no-capture
+
+## Load the running stack (`make up`) and print the ledger; ARGS="--orders 100000".
+load:
+	cargo run --release -q -p loadtest --bin loadtest -- $(ARGS)

@@ -157,7 +157,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let sampler = tokio::spawn(sample(
         config.clone(),
         shared.clone(),
-        redis.get_multiplexed_async_connection().await?,
+        redis.clone(),
         counters_before.clone(),
         samples.clone(),
     ));
@@ -171,7 +171,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let deadline = Instant::now() + config.drain_timeout;
     let mut drained = false;
     while Instant::now() < deadline {
-        let now = counters(&mut conn, &config).await?;
+        // A fresh connection each round: Redis may have restarted (chaos T4).
+        let Ok(now) = fresh_counters(&redis, &config).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         let delta = |k: &str| {
             now.get(k).copied().unwrap_or(0) - counters_before.get(k).copied().unwrap_or(0)
         };
@@ -198,6 +202,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let _ = sampler.await;
     let samples = std::mem::take(&mut *samples.lock().expect("lock"));
 
+    let mut conn = redis.get_multiplexed_async_connection().await?;
     let mut ledger = verify(&config, &mut conn, &shared, &counters_before).await?;
     ledger.client_retries = shared.client_retries.load(Ordering::Relaxed);
     ledger.retry_anomalies = shared.retry_anomalies.load(Ordering::Relaxed);
@@ -326,7 +331,7 @@ async fn place(config: &LoadConfig, http: &reqwest::Client, shared: &Shared, i: 
 async fn sample(
     config: LoadConfig,
     shared: Arc<Shared>,
-    mut conn: redis::aio::MultiplexedConnection,
+    redis: redis::Client,
     before: HashMap<String, i64>,
     samples: Arc<Mutex<Vec<Sample>>>,
 ) {
@@ -336,7 +341,9 @@ async fn sample(
     let (mut last_accepted, mut last_decided, mut last_notified) = (0u64, 0i64, 0i64);
     loop {
         tick.tick().await;
-        let now = counters(&mut conn, &config).await.unwrap_or_default();
+        let Ok(now) = fresh_counters(&redis, &config).await else {
+            continue;
+        };
         let delta =
             |k: &str| now.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
         let decided = delta("reserved") + delta("rejected");
@@ -353,6 +360,14 @@ async fn sample(
         });
         (last_accepted, last_decided, last_notified) = (accepted, decided, notified);
     }
+}
+
+async fn fresh_counters(
+    redis: &redis::Client,
+    config: &LoadConfig,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    counters(&mut conn, config).await
 }
 
 async fn counters(

@@ -498,3 +498,55 @@ pub mod bench {
         }
     }
 }
+
+/// The local stack's data folder (`STACK_DIR` or `.stack/`).
+pub fn stack_dir() -> std::path::PathBuf {
+    std::env::var("STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack"))
+}
+
+/// The pid of RabbitMQ node `n` of the local stack.
+pub fn node_pid(n: u8) -> String {
+    let file = stack_dir().join(format!("rabbitmq/rabbit{n}/pid"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| {
+            panic!(
+                "node {n} of the local stack is not running ({}): {e}",
+                file.display()
+            )
+        })
+        .trim()
+        .to_owned()
+}
+
+/// `kill -9` of RabbitMQ node `n`; the returned guard restarts it when dropped,
+/// pass or fail, so the stack is left whole.
+pub fn kill_node(n: u8) -> RestartNode {
+    let pid = node_pid(n);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -9 {pid} failed");
+    RestartNode(n)
+}
+
+pub struct RestartNode(u8);
+
+impl Drop for RestartNode {
+    fn drop(&mut self) {
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .args(["start-node", &self.0.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "restarting node {} failed: {status:?}",
+            self.0
+        );
+    }
+}

@@ -6,7 +6,6 @@
 //! It kills node 3, which the other tests (connecting to node 1 first) do not use.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,45 +15,10 @@ use tokio::sync::Mutex;
 
 use crate::helpers::{broker_urls, eventually, spawn_with, test_config, unique_prefix};
 
-fn stack_dir() -> PathBuf {
-    std::env::var("STACK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack"))
-}
-
-fn stack_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh")
-}
-
-/// Restarts the node when dropped, pass or fail, so the stack is left whole.
-struct RestartNode(u8);
-
-impl Drop for RestartNode {
-    fn drop(&mut self) {
-        let status = std::process::Command::new("bash")
-            .arg(stack_script())
-            .args(["start-node", &self.0.to_string()])
-            .status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "restarting node {} failed: {status:?}",
-            self.0
-        );
-    }
-}
-
 #[tokio::test]
 async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
     let urls = parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap();
     assert!(urls.len() >= 3, "this test needs the 3-node local cluster");
-    let pid_file = stack_dir().join("rabbitmq/rabbit3/pid");
-    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| {
-        panic!(
-            "node 3 of the local stack is not running ({}): {e}",
-            pid_file.display()
-        )
-    });
-    let pid = pid.trim().to_owned();
 
     // Connect to node 3 first, so killing it forces a failover.
     let mut config = test_config(&unique_prefix());
@@ -114,12 +78,7 @@ async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
         || async { accepted.lock().await.len() >= 50 },
     )
     .await;
-    let restart = RestartNode(3);
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let restart = testkit::kill_node(3);
     for c in clients {
         c.await.unwrap();
     }

@@ -1,0 +1,200 @@
+//! Service processes started by the test (so they can be SIGKILLed), wired to
+//! the shared cluster and Redis (or the test's own) under one prefix.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use loadtest::{LoadConfig, Report};
+
+pub use testkit::{ProxyMode, TcpProxy, eventually};
+
+/// How many orders a scenario sends.
+pub fn orders() -> u64 {
+    std::env::var("CHAOS_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `target/debug/<name>`: the service binaries cargo builds for the
+/// workspace's integration tests.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --bins` (cargo nextest run --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+pub fn out_dir(scenario: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("chaos")
+        .join(scenario);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One running service process; killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Service {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the services find the broker and Redis, and their shared prefixes.
+#[derive(Clone)]
+pub struct Wiring {
+    pub scenario: &'static str,
+    pub prefix: String,
+    pub rabbitmq_urls: String,
+    pub redis_url: String,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl Wiring {
+    pub fn new(scenario: &'static str) -> Self {
+        Self {
+            scenario,
+            prefix: testkit::unique_prefix(),
+            rabbitmq_urls: testkit::broker_urls(),
+            redis_url: testkit::redis_url(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn key_prefix(&self) -> String {
+        self.prefix.replace('.', ":")
+    }
+
+    /// Starts `name` and waits for its `/health` to answer 200.
+    pub async fn start(&self, name: &'static str) -> Service {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let addr_var = match name {
+            "api-gateway" => "GATEWAY_ADDR",
+            "order-processor" => "PROCESSOR_ADDR",
+            "notifier" => "NOTIFIER_ADDR",
+            _ => "DASHBOARD_ADDR",
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out_dir(self.scenario).join(format!("{name}.log")))
+            .unwrap();
+        let mut env: HashMap<&str, String> = HashMap::from([
+            (addr_var, addr.clone()),
+            ("RABBITMQ_URLS", self.rabbitmq_urls.clone()),
+            ("REDIS_URL", self.redis_url.clone()),
+            ("TOPOLOGY_PREFIX", self.prefix.clone()),
+            ("REDIS_KEY_PREFIX", self.key_prefix()),
+            ("QUEUE_EXPIRES_SECS", "600".into()), // as testkit::broker_config
+            ("AMQP_HEARTBEAT_SECS", "2".into()),
+            ("AMQP_CONNECT_TIMEOUT_MS", "1500".into()),
+            ("AMQP_MAX_BACKOFF_MS", "500".into()),
+            ("REDIS_TIMEOUT_MS", "1000".into()),
+            ("REQUEST_TIMEOUT_MS", "5000".into()),
+            ("TRANSIENT_RETRY_MS", "15000".into()),
+            ("NOTIFY_CLAIM_MS", "3000".into()),
+            ("RUST_LOG", "warn".into()),
+        ]);
+        for (k, v) in &self.extra {
+            env.insert(k, v.clone());
+        }
+        let child = Command::new(binary(name))
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let health = format!("http://{addr}/health");
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name} healthy"),
+            || async {
+                reqwest::get(&health)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
+        .await;
+        Service { child, addr }
+    }
+
+    /// A load config aimed at this wiring's gateway.
+    pub fn load(&self, gateway: &Service, orders: u64) -> LoadConfig {
+        let mut c = LoadConfig::local(orders);
+        c.gateway = format!("http://{}", gateway.addr);
+        c.redis_url = self.redis_url.clone();
+        c.key_prefix = self.key_prefix();
+        c.topology_prefix = self.prefix.clone();
+        c.amqp_url = Some(testkit::broker_urls().split(',').next().unwrap().to_owned());
+        c.processor_metrics = Vec::new();
+        c.concurrency = 32;
+        c.drain_timeout = Duration::from_secs(240);
+        c.request_timeout = Duration::from_secs(10);
+        c.progress = false;
+        c.run_id = format!("{}-{}", self.scenario, std::process::id());
+        c
+    }
+
+    pub async fn cleanup(&self) {
+        testkit::delete_topology(&self.prefix).await;
+    }
+}
+
+/// Prints the ledger (saved next to the service logs) and fails the test on a
+/// broken invariant.
+pub fn check(scenario: &str, report: &Report) {
+    let text = report.to_string();
+    eprintln!("\n[{scenario}]\n{text}");
+    let dir = out_dir(scenario);
+    std::fs::write(dir.join("ledger.txt"), &text).unwrap();
+    std::fs::write(
+        dir.join("ledger.json"),
+        serde_json::to_string_pretty(report).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        report.drained,
+        "[{scenario}] the pipeline did not drain (logs in {})",
+        dir.display()
+    );
+    assert!(
+        report.violations.is_empty(),
+        "[{scenario}] {:?}",
+        report.violations
+    );
+    assert!(
+        report.ledger.accepted > 0,
+        "[{scenario}] nothing was accepted"
+    );
+}
