@@ -43,3 +43,7 @@ chaos: deps
 ## Load the running stack (`make up`) and print the ledger; ARGS="--orders 100000".
 load:
 	cargo run --release -q -p loadtest --bin loadtest -- $(ARGS)
+
+## Measure the running stack (`make up`) and rewrite BENCHMARKS.md; ORDERS=100000.
+bench:
+	cargo run --release -q -p loadtest --bin bench

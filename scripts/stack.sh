@@ -95,6 +95,9 @@ redis_up() {
 
 # --- RabbitMQ cluster ------------------------------------------------------
 
+# Three Erlang VMs share this machine with Redis and the services: their
+# schedulers must not busy-wait for work (+sbwt none ...), or they burn the
+# CPU the rest of the pipeline needs (see BENCHMARKS.md).
 rmq_env() {
   local i=$1 dir="$RMQ_HOME/rabbit$1"
   echo HOME="$RMQ_HOME" \
@@ -108,7 +111,7 @@ rmq_env() {
     RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
     ERL_EPMD_ADDRESS=127.0.0.1 \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="'-kernel inet_dist_use_interface {127,0,0,1}'"
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="'-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none'"
 }
 
 as_rabbitmq() { runuser -u rabbitmq -- env "$@"; }

@@ -9,6 +9,7 @@
 pub mod ledger;
 pub mod load;
 pub mod plot;
+pub mod probe;
 pub mod progress;
 
 pub use ledger::{Ledger, Report};

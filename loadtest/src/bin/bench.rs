@@ -1,0 +1,167 @@
+//! `make bench`: measures the running stack (`make up`) and writes
+//! `BENCHMARKS.md` and `bench/e2e.svg`.
+//!
+//! (a) the broker's raw confirmed-publish rate to a quorum queue,
+//! (b) gateway intake at 64 connections (distinct orders, closed loop),
+//! (c) end-to-end orders/s for ORDERS orders (default 100,000) with the ledger,
+//! (d) peak RSS of each service (VmHWM of the pids in .stack/services/).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use loadtest::{LoadConfig, plot, probe, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let orders: u64 = std::env::var("ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+    eprintln!("(a) raw confirmed publishes to a quorum queue ...");
+    let raw = probe::confirmed_publish_rate(amqp, 50_000, 512).await?;
+    eprintln!("    {raw:.0} msg/s");
+
+    eprintln!("(b) gateway intake, 64 connections ...");
+    let mut intake = LoadConfig::local(20_000);
+    intake.concurrency = 64;
+    intake.retry_share = 0.0;
+    intake.run_id = format!("bench-intake-{}", std::process::id());
+    let intake = run(intake).await?;
+
+    eprintln!("(c) end to end, {orders} orders ...");
+    let mut e2e = LoadConfig::local(orders);
+    e2e.concurrency = 64;
+    e2e.drain_timeout = Duration::from_secs(1800);
+    e2e.run_id = format!("bench-e2e-{}", std::process::id());
+    let e2e = run(e2e).await?;
+    println!("{e2e}");
+
+    let rss: Vec<(String, Option<u64>)> =
+        ["api-gateway", "order-processor", "notifier", "dashboard"]
+            .iter()
+            .map(|s| (s.to_string(), peak_rss_kib(&root, s)))
+            .collect();
+
+    let svg_path = root.join("bench/e2e.svg");
+    std::fs::write(
+        &svg_path,
+        plot::svg(
+            &format!("end to end, {orders} orders, 64 clients"),
+            &e2e.samples,
+        ),
+    )?;
+
+    let mut table = String::new();
+    let _ = writeln!(table, "| measurement | figure | vs (a) |\n|---|---|---|");
+    let _ = writeln!(
+        table,
+        "| (a) broker: confirmed publishes to a 3-replica quorum queue, 512 in flight | {raw:.0} msg/s | 1.00 |"
+    );
+    let _ = writeln!(
+        table,
+        "| (b) gateway intake, 64 connections | {:.0} orders/s (p50 {:.1} ms, p99 {:.1} ms) | {:.2} |",
+        intake.accepted_per_sec,
+        intake.latency.p50_ms,
+        intake.latency.p99_ms,
+        intake.accepted_per_sec / raw
+    );
+    let _ = writeln!(
+        table,
+        "| (c) end to end, {orders} orders, 64 clients | {:.0} orders/s through the pipeline; {:.0} accepted/s (p50 {:.1} ms, p99 {:.1} ms) | {:.2} |",
+        e2e.end_to_end_per_sec,
+        e2e.accepted_per_sec,
+        e2e.latency.p50_ms,
+        e2e.latency.p99_ms,
+        e2e.end_to_end_per_sec / raw
+    );
+    for (svc, kib) in &rss {
+        let figure = kib.map_or("not running".to_owned(), |k| {
+            format!("{:.1} MiB", k as f64 / 1024.0)
+        });
+        let _ = writeln!(table, "| (d) peak RSS, {svc} | {figure} | |");
+    }
+    println!("\n{table}");
+    println!(
+        "ledger of (c): {}",
+        if e2e.ok() {
+            "all invariants hold"
+        } else {
+            "INVARIANTS VIOLATED"
+        }
+    );
+
+    let machine = machine();
+    let doc = format!(
+        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the four services, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n",
+    );
+    let doc = doc + &std::fs::read_to_string(root.join("bench/NOTES.md")).unwrap_or_default();
+    std::fs::write(root.join("BENCHMARKS.md"), doc)?;
+    eprintln!("wrote BENCHMARKS.md and {}", svg_path.display());
+    if !e2e.ok() || !intake.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn peak_rss_kib(root: &std::path::Path, service: &str) -> Option<u64> {
+    let pid = std::fs::read_to_string(root.join(format!(".stack/services/{service}.pid"))).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "## Machine\n\n- CPU: {cpu}, {cores} cores\n- Memory: {:.1} GiB\n- Kernel: {}\n- OS: {}\n- RabbitMQ {}, Redis {}\n- {}\n- Date: {}\n",
+        mem as f64 / 1024.0 / 1024.0,
+        run("uname", &["-r"]),
+        run("sh", &["-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        run(
+            "sh",
+            &["-c", "dpkg-query -W -f='${Version}' rabbitmq-server"]
+        ),
+        run(
+            "sh",
+            &["-c", "redis-server --version | cut -d' ' -f3 | cut -d= -f2"]
+        ),
+        run("rustc", &["--version"]),
+        run("date", &["-u", "+%Y-%m-%d"]),
+    )
+}
