@@ -19,6 +19,9 @@ pub struct DashboardConfig {
     pub history: Duration,
     /// `LOW_STOCK`: stock at or below this is highlighted.
     pub low_stock: i64,
+    /// `INVENTORY_RESCAN_SECS`: how often the `inventory:*` keys are looked
+    /// for again with SCAN (a new SKU shows up within this).
+    pub inventory_rescan: Duration,
 }
 
 impl DashboardConfig {
@@ -30,6 +33,7 @@ impl DashboardConfig {
             sample_interval: millis_or("SAMPLE_INTERVAL_MS", 1_000)?,
             history: secs_or("HISTORY_SECS", 600)?,
             low_stock: parse_or("LOW_STOCK", 10)?,
+            inventory_rescan: secs_or("INVENTORY_RESCAN_SECS", 30)?,
         })
     }
 }

@@ -67,6 +67,7 @@ struct AppState {
     broker: Broker,
     updates: watch::Receiver<Option<Arc<Update>>>,
     history: Arc<Mutex<VecDeque<Point>>>,
+    inventory: Arc<snapshot::InventoryKeys>,
 }
 
 pub struct Dashboard {
@@ -106,6 +107,7 @@ impl Dashboard {
             broker: self.base.broker.clone(),
             updates: rx,
             history: history.clone(),
+            inventory: Arc::new(snapshot::InventoryKeys::new(self.config.inventory_rescan)),
         };
         let sampler = tokio::spawn(sample(
             state.clone(),
@@ -144,7 +146,8 @@ async fn sample(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let snapshot = snapshot::collect(&state.pool, &state.keys, &state.broker).await;
+        let snapshot =
+            snapshot::collect(&state.pool, &state.keys, &state.broker, &state.inventory).await;
         let recent = snapshot::recent_orders(&state.pool, &state.keys, RECENT)
             .await
             .unwrap_or_default();
@@ -174,7 +177,8 @@ async fn sample(
 /// `GET /metrics`: JSON, or Prometheus text when `Accept` asks for
 /// `text/plain` or OpenMetrics.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = snapshot::collect(&state.pool, &state.keys, &state.broker).await;
+    let snapshot =
+        snapshot::collect(&state.pool, &state.keys, &state.broker, &state.inventory).await;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -67,8 +67,13 @@ pub const QUEUES: [&str; 5] = [
 
 /// Reads everything; a part that cannot be read (Redis or the broker away)
 /// shows as zero/`null` and flips its health flag, never fails the whole.
-pub async fn collect(pool: &Pool, keys: &Keys, broker: &Broker) -> Snapshot {
-    let (redis, queues) = tokio::join!(read_redis(pool, keys), queue_depths(broker));
+pub async fn collect(
+    pool: &Pool,
+    keys: &Keys,
+    broker: &Broker,
+    inventory: &InventoryKeys,
+) -> Snapshot {
+    let (redis, queues) = tokio::join!(read_redis(pool, keys, inventory), queue_depths(broker));
     let link = broker.current();
     let (orders, inventory, notifications, redis_ok) = match redis {
         Ok((o, i, n)) => (o, i, n, true),
@@ -99,6 +104,7 @@ pub async fn collect(pool: &Pool, keys: &Keys, broker: &Broker) -> Snapshot {
 async fn read_redis(
     pool: &Pool,
     keys: &Keys,
+    inventory_keys: &InventoryKeys,
 ) -> anyhow::Result<(Orders, Vec<Stock>, Notifications)> {
     let mut conn = pool.get().await?;
     let c: HashMap<String, i64> = conn.hgetall(keys.counters()).await?;
@@ -119,19 +125,8 @@ async fn read_redis(
         failed: get("notifications_failed"),
     };
 
-    // SCAN, never KEYS: the inventory keys, then their values in one MGET.
-    let mut inventory_keys: Vec<String> = {
-        let mut conn = pool.get().await?;
-        let iter = conn
-            .scan_options::<String>(
-                redis::ScanOptions::default()
-                    .with_pattern(keys.inventory_pattern())
-                    .with_count(1000),
-            )
-            .await?;
-        iter.filter_map(|k| async move { k.ok() }).collect().await
-    };
-    inventory_keys.sort();
+    // The inventory keys (found by SCAN, cached), then their values by MGET.
+    let inventory_keys = inventory_keys.get(pool, keys).await?;
     let mut inventory = Vec::with_capacity(inventory_keys.len());
     for chunk in inventory_keys.chunks(500) {
         let values: Vec<Option<String>> = redis::cmd("MGET")
@@ -184,6 +179,48 @@ async fn queue_depths(broker: &Broker) -> BTreeMap<&'static str, Option<u32>> {
     }
     let _ = channel.close(200, "done".into()).await;
     depths
+}
+
+/// The `inventory:*` keys, found with SCAN and remembered for a while.
+///
+/// SCAN visits the whole keyspace, and with every order's records in it a full
+/// pass costs Redis real time (about 3 ms per 1,000 keys visited, blocking every
+/// other client). Doing it every sample throttled the whole pipeline, so the
+/// list is refreshed only every `INVENTORY_RESCAN_SECS`; stock values themselves
+/// are read fresh each time.
+pub struct InventoryKeys {
+    every: std::time::Duration,
+    cached: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+}
+
+impl InventoryKeys {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get(&self, pool: &Pool, keys: &Keys) -> anyhow::Result<Vec<String>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, list)) = &*cached
+            && at.elapsed() < self.every
+        {
+            return Ok(list.clone());
+        }
+        let mut conn = pool.get().await?;
+        let iter = conn
+            .scan_options::<String>(
+                redis::ScanOptions::default()
+                    .with_pattern(keys.inventory_pattern())
+                    .with_count(1000),
+            )
+            .await?;
+        let mut list: Vec<String> = iter.filter_map(|k| async move { k.ok() }).collect().await;
+        list.sort();
+        *cached = Some((std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
 }
 
 /// The newest orders, newest first, with their state.

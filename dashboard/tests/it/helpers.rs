@@ -82,6 +82,7 @@ impl Stack {
                 sample_interval: Duration::from_millis(200),
                 history: Duration::from_secs(60),
                 low_stock: 10,
+                inventory_rescan: Duration::from_millis(100),
             },
             shutdown.clone(),
         )
