@@ -11,7 +11,7 @@ type Series<'a> = (&'a str, &'a str, &'a dyn Fn(&Sample) -> f64, bool);
 /// latency (right axis) over the run.
 pub fn svg(title: &str, samples: &[Sample]) -> String {
     let (w, h) = (900.0, 420.0);
-    let (left, right, top, bottom) = (60.0, 60.0, 40.0, 50.0);
+    let (left, right, top, bottom) = (60.0, 60.0, 56.0, 50.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let t_max = samples.last().map(|s| s.t_secs).unwrap_or(1.0).max(1.0);
@@ -30,7 +30,7 @@ pub fn svg(title: &str, samples: &[Sample]) -> String {
         out,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#ffffff"/>
-<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
+<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>
 "##,
         w / 2.0,
         escape(title)
@@ -98,11 +98,11 @@ pub fn svg(title: &str, samples: &[Sample]) -> String {
         let _ = writeln!(
             out,
             r##"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}">{name}</text>"##,
-            top - 8.0,
+            top - 14.0,
             lx + 22.0,
-            top - 8.0,
+            top - 14.0,
             lx + 28.0,
-            top - 4.0
+            top - 10.0
         );
     }
     out.push_str("</svg>\n");
