@@ -13,7 +13,7 @@ pub mod reserve;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use pipeline::amqp::{ConsumeOptions, consume};
+use pipeline::amqp::ConsumeOptions;
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
 
@@ -82,22 +82,11 @@ impl Processor {
             prefetch: self.prefetch,
             tag: format!("order-processor-{}", std::process::id()),
         };
-        let handler = self.handler.clone();
-        let consumer = tokio::spawn(consume(
-            self.base.broker.clone(),
-            options,
-            self.base.shutdown.clone(),
-            move |delivery| {
+        let handler = self.handler;
+        self.base
+            .run_worker(options, move |delivery| {
                 let handler = handler.clone();
                 async move { handler.handle(delivery).await }
-            },
-        ));
-        let router = self.base.ops_router();
-        self.base
-            .serve_then(router, async {
-                if let Err(e) = consumer.await {
-                    tracing::error!(error = %e, "the consumer task panicked");
-                }
             })
             .await
     }

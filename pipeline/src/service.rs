@@ -5,15 +5,17 @@
 //! node answers or a signal arrives), creates the Redis pool and binds the HTTP
 //! listener, in that order: a service is only reachable once it can work.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
 use deadpool_redis::Pool;
+use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Broker;
+use crate::amqp::{Broker, ConsumeOptions, Disposition, consume};
 use crate::config::{BrokerConfig, RedisConfig};
 use crate::http::{Ops, ops_router};
 use crate::keys::Keys;
@@ -77,6 +79,29 @@ impl Base {
             pool: self.pool.clone(),
             broker: self.broker.clone(),
         })
+    }
+
+    /// A worker's whole life: consumes `options.queue` with `handler` and
+    /// serves `/`, `/health` and `/metrics` until shutdown; deliveries in hand
+    /// are settled before the broker link closes.
+    pub async fn run_worker<H, Fut>(self, options: ConsumeOptions, handler: H) -> anyhow::Result<()>
+    where
+        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Disposition> + Send + 'static,
+    {
+        let consumer = tokio::spawn(consume(
+            self.broker.clone(),
+            options,
+            self.shutdown.clone(),
+            handler,
+        ));
+        let router = self.ops_router();
+        self.serve_then(router, async {
+            if let Err(e) = consumer.await {
+                tracing::error!(error = %e, "the consumer task panicked");
+            }
+        })
+        .await
     }
 
     /// Serves `router` until shutdown, lets in-flight requests finish, then

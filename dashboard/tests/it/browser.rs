@@ -2,7 +2,6 @@
 //! the counters change after orders are posted, without a reload.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,10 +19,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // chromedriver leads its own process group: take the browsers it
-        // started down with it, pass or fail.
-        let _ = Command::new("kill")
-            .args(["-9", &format!("-{}", self.child.id())])
+        // Take the browser chromedriver started down with it, pass or fail
+        // (its children, matched by parent pid; Chromium's helpers follow).
+        let _ = Command::new("pkill")
+            .args(["-9", "-P", &self.child.id().to_string()])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -38,7 +37,6 @@ async fn start_driver() -> Driver {
         .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

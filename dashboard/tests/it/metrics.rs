@@ -37,6 +37,15 @@ async fn known_sequence(s: &mut Stack) {
         s.world.counter("notified").await == 2
     })
     .await;
+    // A decision is recorded before its event is published: wait for the two
+    // rejection events too.
+    let rejected = s.world.queue("orders.rejected");
+    eventually(
+        Duration::from_secs(30),
+        "both rejection events published",
+        || async { testkit::queue_depth(&rejected).await == 2 },
+    )
+    .await;
 }
 
 #[tokio::test]
