@@ -49,9 +49,9 @@ async fn accepted_now(w: &Wiring) -> i64 {
         .unwrap_or(0)
 }
 
-/// Seconds from now until the accepted counter moves again.
-async fn time_to_recover(w: &Wiring, since: Instant) -> f64 {
-    let before = accepted_now(w).await;
+/// Seconds from `since` (the fault) until the accepted counter passes
+/// `before`, its value just before the fault.
+async fn time_to_recover(w: &Wiring, before: i64, since: Instant) -> f64 {
     until_accepted(w, before + 1).await;
     since.elapsed().as_secs_f64()
 }
@@ -68,9 +68,10 @@ async fn fault_t1_broker_node_killed_mid_load() {
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
+    let before = accepted_now(&w).await;
     let killed_at = Instant::now();
     let restart = testkit::kill_node(3);
-    let recovery = time_to_recover(&w, killed_at).await;
+    let recovery = time_to_recover(&w, before, killed_at).await;
     let mut report = load.await.unwrap().unwrap();
     report.recovery_secs = Some(recovery);
     drop(restart);
@@ -244,6 +245,7 @@ async fn fault_t4_redis_killed_and_restarted_with_aof() {
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;
+    let before = accepted_now(&w).await;
     let _ = redis.child.kill();
     let _ = redis.child.wait();
     let killed_at = Instant::now();
@@ -251,7 +253,7 @@ async fn fault_t4_redis_killed_and_restarted_with_aof() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis = OwnRedis::start(port, redis.dir.clone());
     redis.ready().await;
-    let recovery = time_to_recover(&w, killed_at).await;
+    let recovery = time_to_recover(&w, before, killed_at).await;
     let mut report = load.await.unwrap().unwrap();
     report.recovery_secs = Some(recovery);
     check("t4-redis-kill", &report);
@@ -279,10 +281,11 @@ async fn fault_t5_broker_link_blackholed_past_the_heartbeat() {
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
+    let before = accepted_now(&w).await;
     proxy.set(ProxyMode::Blackhole);
     let cut_at = Instant::now();
     // Services fail over to node 2 once heartbeats are missed (2 s here).
-    let recovery = time_to_recover(&w, cut_at).await;
+    let recovery = time_to_recover(&w, before, cut_at).await;
     // Keep the cut for longer than the heartbeat timeout, then heal it.
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(cut_at.elapsed())).await;
     proxy.set(ProxyMode::Forward);
