@@ -51,16 +51,15 @@ pub struct Handler {
 impl Handler {
     pub async fn handle(&self, delivery: Delivery) -> Disposition {
         let started = std::time::Instant::now();
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
         let order: OrderPlaced = match serde_json::from_slice(&delivery.data) {
             Ok(order) => order,
             Err(e) => {
-                tracing::warn!(%message_id, reason = %e, "malformed order message, dead-lettering it");
+                let message_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.to_string());
+                tracing::warn!(?message_id, reason = %e, "malformed order message, dead-lettering it");
                 metrics::counter!("orders_dead_lettered_total").increment(1);
                 return Disposition::DeadLetter;
             }
@@ -73,21 +72,7 @@ impl Handler {
             .unwrap_or_else(TraceParent::generate)
             .child();
         let span = tracing::info_span!("order", id = %order.id, trace_id = %trace.trace_id());
-        self.process_with_retries(&order, &trace, started)
-            .instrument(span)
-            .await
-    }
-
-    /// Processes until it succeeds, retrying transient failures with backoff
-    /// for `transient_retry`, then gives the delivery back.
-    async fn process_with_retries(
-        &self,
-        order: &OrderPlaced,
-        trace: &TraceParent,
-        started: std::time::Instant,
-    ) -> Disposition {
-        let attempt = || self.process(order, trace);
-        match pipeline::retry::transient(self.transient_retry, &self.shutdown, attempt).await {
+        match self.process(&order, &trace).instrument(span).await {
             Ok(decision) => {
                 let outcome = if decision.fresh {
                     decision.outcome.as_str()
@@ -97,16 +82,11 @@ impl Handler {
                 metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
                 metrics::histogram!("order_processing_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
-                tracing::info!(
-                    outcome = decision.outcome.as_str(),
-                    reason = decision.reason.map(|r| r.as_str()),
-                    fresh = decision.fresh,
-                    "order processed"
-                );
                 Disposition::Ack
             }
             Err(e) => {
                 tracing::warn!(
+                    id = %order.id,
                     error = format!("{e:#}"),
                     "order not processed, putting it back on the queue"
                 );
@@ -115,9 +95,14 @@ impl Handler {
         }
     }
 
-    /// Decides (once) and publishes the decision's event with a confirm.
+    /// Decides (once) and publishes the decision's event with a confirm. Each
+    /// step retries its own transient failures for `transient_retry`, so a
+    /// publish that needs another try does not run the Redis script again.
     async fn process(&self, order: &OrderPlaced, trace: &TraceParent) -> anyhow::Result<Decision> {
-        let decision = reserve(&self.pool, &self.keys, order).await?;
+        let decision = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            reserve(&self.pool, &self.keys, order)
+        })
+        .await?;
         if let Some(hook) = &self.after_commit {
             hook(order.clone()).await;
         }
@@ -131,8 +116,7 @@ impl Handler {
         };
         let payload = serde_json::to_vec(&event)?;
         let message_id = decision.outcome.event_id(&order.id);
-        let topology = self.broker.topology();
-        let exchange = topology.events_exchange();
+        let exchange = self.broker.topology().events_exchange();
         let msg = Outgoing {
             exchange: &exchange,
             routing_key: decision.outcome.route(),
@@ -141,9 +125,19 @@ impl Handler {
             correlation_id: order.id.as_str(),
             traceparent: trace,
         };
-        self.broker
-            .publish(&msg, Instant::now() + Duration::from_secs(30))
-            .await?;
+        pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
+            Ok(self
+                .broker
+                .publish(&msg, Instant::now() + Duration::from_secs(30))
+                .await?)
+        })
+        .await?;
+        tracing::info!(
+            outcome = decision.outcome.as_str(),
+            reason = decision.reason.map(|r| r.as_str()),
+            fresh = decision.fresh,
+            "order processed"
+        );
         Ok(decision)
     }
 }
