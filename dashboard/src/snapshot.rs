@@ -225,18 +225,26 @@ impl InventoryKeys {
 
 /// The newest orders, newest first, with their state.
 pub async fn recent_orders(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
-    let ids: Vec<String> = {
-        let mut conn = pool.get().await?;
-        conn.lrange(keys.recent_orders(), 0, n - 1).await?
-    };
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Ok(id) = OrderId::parse(&id) else {
-            continue;
-        };
-        if let Some(view) = pipeline::view::load_order(pool, keys, &id, false).await? {
-            out.push(view);
-        }
+    let mut conn = pool.get().await?;
+    let ids: Vec<OrderId> = conn
+        .lrange::<_, Vec<String>>(keys.recent_orders(), 0, n - 1)
+        .await?
+        .iter()
+        .filter_map(|id| OrderId::parse(id).ok())
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    // Every order hash in one pipelined round trip.
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.hgetall(keys.order(id));
+    }
+    let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut *conn).await?;
+    Ok(ids
+        .iter()
+        .zip(hashes)
+        .filter(|(_, fields)| !fields.is_empty())
+        .map(|(id, fields)| pipeline::view::order_view(id, &fields))
+        .collect())
 }
