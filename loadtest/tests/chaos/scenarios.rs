@@ -79,42 +79,38 @@ async fn fault_t1_broker_node_killed_mid_load() {
     w.cleanup().await;
 }
 
-#[tokio::test]
-async fn fault_t2_processor_sigkilled_repeatedly() {
-    let w = Wiring::new("t2-processor-kill");
+/// T2: SIGKILL `victim` three times mid-load, restarting it each time, while
+/// `other` (the other worker) and the gateway keep running.
+async fn worker_sigkilled_repeatedly(
+    scenario: &'static str,
+    victim: &'static str,
+    other: &'static str,
+) {
+    let w = Wiring::new(scenario);
     let gateway = w.start("api-gateway").await;
-    let _notifier = w.start("notifier").await;
-    let mut processor = w.start("order-processor").await;
+    let _other = w.start(other).await;
+    let mut worker = w.start(victim).await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     for round in 1..=3 {
         until_accepted(&w, (n as i64 * round) / 5).await;
-        processor.kill9();
-        processor = w.start("order-processor").await;
+        worker.kill9();
+        worker = w.start(victim).await;
     }
     let report = load.await.unwrap().unwrap();
-    check("t2-processor-kill", &report);
-    drop(processor);
+    check(scenario, &report);
+    drop(worker);
     w.cleanup().await;
 }
 
 #[tokio::test]
+async fn fault_t2_processor_sigkilled_repeatedly() {
+    worker_sigkilled_repeatedly("t2-processor-kill", "order-processor", "notifier").await;
+}
+
+#[tokio::test]
 async fn fault_t2_notifier_sigkilled_repeatedly() {
-    let w = Wiring::new("t2-notifier-kill");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let mut notifier = w.start("notifier").await;
-    let n = orders();
-    let load = tokio::spawn(run(w.load(&gateway, n)));
-    for round in 1..=3 {
-        until_accepted(&w, (n as i64 * round) / 5).await;
-        notifier.kill9();
-        notifier = w.start("notifier").await;
-    }
-    let report = load.await.unwrap().unwrap();
-    check("t2-notifier-kill", &report);
-    drop(notifier);
-    w.cleanup().await;
+    worker_sigkilled_repeatedly("t2-notifier-kill", "notifier", "order-processor").await;
 }
 
 #[tokio::test]
