@@ -123,7 +123,7 @@ impl Wiring {
             ("REQUEST_TIMEOUT_MS", "5000".into()),
             ("TRANSIENT_RETRY_MS", "15000".into()),
             ("NOTIFY_CLAIM_MS", "3000".into()),
-            ("RUST_LOG", "warn".into()),
+            ("RUST_LOG", "warn,pipeline::amqp=info".into()),
         ]);
         for (k, v) in &self.extra {
             env.insert(k, v.clone());

@@ -153,6 +153,13 @@ impl Broker {
         Ok(broker)
     }
 
+    /// How long opening a channel (and declaring or subscribing on it) may
+    /// take before the attempt counts as failed: twice the connect timeout,
+    /// as for opening a link.
+    pub fn setup_timeout(&self) -> Duration {
+        self.inner.config.connect_timeout * 2
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
     }
@@ -223,21 +230,24 @@ impl Broker {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let sent = link
-            .channel
-            .basic_publish(
-                msg.exchange.into(),
-                msg.routing_key.into(),
-                options,
-                msg.payload,
-                properties,
-            )
-            .await;
-        let confirm = match sent {
-            Ok(confirm) => confirm,
-            Err(e) => {
+        // Sending is bounded by the same deadline as the confirm: on a link
+        // that just died the send itself may never complete.
+        let send = link.channel.basic_publish(
+            msg.exchange.into(),
+            msg.routing_key.into(),
+            options,
+            msg.payload,
+            properties,
+        );
+        let confirm = match tokio::time::timeout_at(confirm_deadline, send).await {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(e)) => {
                 self.inner.suspect.notify_one();
                 return Err(e.into());
+            }
+            Err(_) => {
+                self.inner.suspect.notify_one();
+                return Err(PublishError::ConfirmTimeout);
             }
         };
         match tokio::time::timeout_at(confirm_deadline, confirm).await {
@@ -270,9 +280,20 @@ impl Broker {
     pub async fn close(&self) {
         let link = self.inner.link.send_replace(None);
         if let Some(link) = link {
-            let _ = link.channel.close(200, "shutdown".into()).await;
-            let _ = link.connection.close(200, "shutdown".into()).await;
-            tracing::info!(node = %link.node, "broker connection closed");
+            // Bounded: closing a link whose peer is already gone may never
+            // get an answer, and shutdown must not hang on it.
+            let close = async {
+                let _ = link.channel.close(200, "shutdown".into()).await;
+                let _ = link.connection.close(200, "shutdown".into()).await;
+            };
+            if tokio::time::timeout(self.setup_timeout(), close)
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %link.node, "broker did not answer the close; dropping the link");
+            } else {
+                tracing::info!(node = %link.node, "broker connection closed");
+            }
         }
     }
 
@@ -396,7 +417,7 @@ impl Broker {
             })
         };
         // Handshake plus topology; bounded so a blackholed node is skipped.
-        tokio::time::timeout(config.connect_timeout * 2, open)
+        tokio::time::timeout(self.setup_timeout(), open)
             .await
             .map_err(|_| anyhow::anyhow!("timed out connecting to {node}"))?
             .map_err(|e| anyhow::anyhow!("{node}: {e}"))

@@ -69,7 +69,8 @@ pub async fn consume<H, Fut>(
                 Err(_) => return, // the broker is gone
             },
         };
-        match consume_on(&link, &options, &shutdown, handler.clone()).await {
+        let setup_timeout = broker.setup_timeout();
+        match consume_on(&link, &options, setup_timeout, &shutdown, handler.clone()).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(queue = %options.queue, node = %link.node, error = %e, "consumer ended, re-subscribing");
@@ -93,6 +94,7 @@ pub async fn consume<H, Fut>(
 async fn consume_on<H, Fut>(
     link: &Link,
     options: &ConsumeOptions,
+    setup_timeout: Duration,
     shutdown: &CancellationToken,
     handler: Arc<H>,
 ) -> anyhow::Result<()>
@@ -100,18 +102,27 @@ where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Disposition> + Send + 'static,
 {
-    let channel = link.connection.create_channel().await?;
-    channel
-        .basic_qos(options.prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            options.queue.clone().into(),
-            options.tag.clone().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // Bounded: right after a node dies, a quorum queue's leader is being
+    // re-elected and the broker may not answer `basic.consume` for a while; an
+    // unbounded wait here left a worker consuming nothing.
+    let subscribe = async {
+        let channel = link.connection.create_channel().await?;
+        channel
+            .basic_qos(options.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                options.queue.clone().into(),
+                options.tag.clone().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((channel, consumer))
+    };
+    let (channel, mut consumer) = tokio::time::timeout(setup_timeout, subscribe)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to basic.consume within {setup_timeout:?}"))??;
     tracing::info!(queue = %options.queue, node = %link.node, prefetch = options.prefetch, "consuming");
     let in_flight = metrics::gauge!("deliveries_in_flight", "queue" => options.queue.clone());
     let mut tasks = JoinSet::new();
@@ -130,7 +141,7 @@ where
                     let in_flight = in_flight.clone();
                     in_flight.increment(1.0);
                     tasks.spawn(async move {
-                        settle(delivery, handler).await;
+                        settle(delivery, handler, setup_timeout).await;
                         in_flight.decrement(1.0);
                     });
                 }
@@ -143,34 +154,48 @@ where
     // is still open; otherwise the broker redelivers them).
     while tasks.join_next().await.is_some() {}
     if ended.is_ok() {
-        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = tokio::time::timeout(setup_timeout, channel.close(200, "shutdown".into())).await;
         tracing::info!(queue = %options.queue, "consumer stopped");
     }
     ended
 }
 
-async fn settle<H, Fut>(delivery: Delivery, handler: Arc<H>)
+async fn settle<H, Fut>(delivery: Delivery, handler: Arc<H>, timeout: Duration)
 where
     H: Fn(Delivery) -> Fut,
     Fut: Future<Output = Disposition>,
 {
     let acker = delivery.acker.clone();
     let tag = delivery.delivery_tag;
-    let result = match handler(delivery).await {
-        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-        Disposition::Requeue => {
-            acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
+    let disposition = handler(delivery).await;
+    let send = async {
+        match disposition {
+            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+            Disposition::Requeue => {
+                acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
+            Disposition::DeadLetter => acker.reject(BasicRejectOptions { requeue: false }).await,
         }
-        Disposition::DeadLetter => acker.reject(BasicRejectOptions { requeue: false }).await,
     };
-    if let Err(e) = result {
-        // The channel is gone; the broker redelivers the message.
-        tracing::warn!(delivery_tag = tag, error = %e, "could not settle a delivery; it will be redelivered");
+    // Bounded: on a connection that just died the ack may never complete,
+    // and the consumer waits for every settle before it re-subscribes.
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            // The channel is gone; the broker redelivers the message.
+            tracing::warn!(delivery_tag = tag, error = %e, "could not settle a delivery; it will be redelivered");
+        }
+        Err(_) => {
+            tracing::warn!(
+                delivery_tag = tag,
+                "settling a delivery timed out; it will be redelivered"
+            );
+        }
     }
 }
 
