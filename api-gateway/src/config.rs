@@ -15,6 +15,8 @@ pub struct GatewayConfig {
     pub addr: SocketAddr,
     pub broker: BrokerConfig,
     pub redis: RedisConfig,
+    /// `HTTP_*`: the listener's timeouts and connection cap.
+    pub http: pipeline::http::Limits,
     /// `REQUEST_TIMEOUT_MS`: the most a `POST /orders` waits for a broker link and
     /// its confirm before answering 503.
     pub request_timeout: Duration,
@@ -42,10 +44,22 @@ impl GatewayConfig {
         if max_qty == 0 {
             return Err(ConfigError::new("MAX_QTY", "0", "must be at least 1"));
         }
+        let http = pipeline::config::http_limits_from_env()?;
+        if http.idle_timeout <= request_timeout {
+            return Err(ConfigError::new(
+                "HTTP_IDLE_TIMEOUT_MS",
+                &http.idle_timeout.as_millis().to_string(),
+                format!(
+                    "must exceed REQUEST_TIMEOUT_MS ({} ms): a request waiting for its confirm moves no bytes",
+                    request_timeout.as_millis()
+                ),
+            ));
+        }
         Ok(Self {
             addr: addr_or("GATEWAY_ADDR", "127.0.0.1:8080")?,
             broker: BrokerConfig::from_env("api-gateway")?,
             redis: RedisConfig::from_env()?,
+            http,
             request_timeout,
             lifetimes: Lifetimes {
                 lease,

@@ -19,6 +19,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     #[error("{0}")]
     InvalidField(InvalidField),
     #[error("{0}")]
@@ -27,6 +29,8 @@ pub enum ApiError {
     InFlight { retry_after: Duration },
     #[error("this idempotency key was already used for a different request")]
     KeyReused,
+    #[error("order id {0} already names an order with a different sku or qty; choose a new id")]
+    OrderIdConflict(pipeline::domain::OrderId),
     #[error("order not found")]
     OrderNotFound,
     #[error("could not hand the order to the broker")]
@@ -55,6 +59,18 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
+            )
+            .detail(detail),
+            Self::BodyTimeout(_) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+            )
+            .detail(detail),
+            Self::OrderIdConflict(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "order-id-conflict",
+                "Order id conflict",
             )
             .detail(detail),
             Self::InvalidField(f) => Problem::new(
@@ -95,7 +111,10 @@ impl IntoResponse for ApiError {
                     "broker-unavailable",
                     "Broker unavailable",
                 )
-                .detail("the order was not accepted; retry with the same idempotency key")
+                .detail(
+                    "the order may or may not have been accepted (the broker did not confirm it in time); \
+                     retry with the same Idempotency-Key or order id: it can never make a second order",
+                )
                 .retry_after(RETRY_AFTER_UNAVAILABLE)
             }
             Self::StoreUnavailable(cause) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use deadpool_redis::Pool;
+use pipeline::store::Pool;
 use pipeline::amqp::Broker;
 use pipeline::keys::Keys;
 use pipeline::service::Base;
@@ -24,6 +24,8 @@ pub struct AppState {
     pub keys: Keys,
     pub store: Store,
     pub request_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_MS`: the whole `POST /orders` body must arrive within it.
+    pub body_timeout: Duration,
     pub max_qty: u32,
 }
 
@@ -42,6 +44,7 @@ impl Application {
             config.addr,
             config.broker.clone(),
             &config.redis,
+            config.http.clone(),
             shutdown,
         )
         .await
@@ -52,6 +55,7 @@ impl Application {
             pool: base.pool.clone(),
             keys: base.keys.clone(),
             request_timeout: config.request_timeout,
+            body_timeout: config.http.body_timeout,
             max_qty: config.max_qty,
         };
         let router = Router::new()

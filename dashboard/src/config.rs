@@ -13,6 +13,8 @@ pub struct DashboardConfig {
     pub addr: SocketAddr,
     pub broker: BrokerConfig,
     pub redis: RedisConfig,
+    /// `HTTP_*`: the listener's timeouts and connection cap.
+    pub http: pipeline::http::Limits,
     /// `SAMPLE_INTERVAL_MS`: how often figures are read and pushed to pages.
     pub sample_interval: Duration,
     /// `HISTORY_SECS`: how much throughput history the page can show.
@@ -22,6 +24,8 @@ pub struct DashboardConfig {
     /// `INVENTORY_RESCAN_SECS`: how often the `inventory:*` keys are looked
     /// for again with SCAN (a new SKU shows up within this).
     pub inventory_rescan: Duration,
+    /// `SSE_MAX_CLIENTS`: live pages served at once.
+    pub sse_max_clients: usize,
 }
 
 impl DashboardConfig {
@@ -30,10 +34,15 @@ impl DashboardConfig {
             addr: addr_or("DASHBOARD_ADDR", "127.0.0.1:8090")?,
             broker: BrokerConfig::from_env("dashboard")?,
             redis: RedisConfig::from_env()?,
+            http: pipeline::config::http_limits_from_env()?,
             sample_interval: millis_or("SAMPLE_INTERVAL_MS", 1_000)?,
             history: secs_or("HISTORY_SECS", 600)?,
             low_stock: parse_or("LOW_STOCK", 10)?,
             inventory_rescan: secs_or("INVENTORY_RESCAN_SECS", 30)?,
+            sse_max_clients: match parse_or("SSE_MAX_CLIENTS", 64)? {
+                0 => return Err(ConfigError::new("SSE_MAX_CLIENTS", "0", "must be at least 1")),
+                n => n,
+            },
         })
     }
 }

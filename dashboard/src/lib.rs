@@ -22,7 +22,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use deadpool_redis::Pool;
+use pipeline::store::Pool;
 use futures_util::Stream;
 use pipeline::amqp::Broker;
 use pipeline::domain::OrderId;
@@ -40,6 +40,8 @@ use snapshot::Snapshot;
 const PAGE: &str = include_str!("page.html");
 /// Orders listed on the page.
 const RECENT: isize = 20;
+/// Anomalies listed on the page.
+const ANOMALIES: isize = 5;
 
 /// One point of the throughput history: cumulative counters at a moment.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -56,6 +58,8 @@ pub struct Point {
 pub struct Update {
     pub snapshot: Snapshot,
     pub recent: Vec<serde_json::Value>,
+    /// The newest messages parked for disagreeing with their order's record.
+    pub anomalies: Vec<serde_json::Value>,
     pub point: Point,
     pub low_stock: i64,
 }
@@ -68,6 +72,11 @@ struct AppState {
     updates: watch::Receiver<Option<Arc<Update>>>,
     history: Arc<Mutex<VecDeque<Point>>>,
     inventory: Arc<snapshot::InventoryKeys>,
+    /// One permit per open live page (`SSE_MAX_CLIENTS`).
+    sse_clients: Arc<tokio::sync::Semaphore>,
+    /// How often an idle live page gets a keep-alive comment: well inside the
+    /// listener's idle timeout.
+    keep_alive: std::time::Duration,
 }
 
 pub struct Dashboard {
@@ -85,6 +94,7 @@ impl Dashboard {
             config.addr,
             config.broker.clone(),
             &config.redis,
+            config.http.clone(),
             shutdown,
         )
         .await
@@ -108,6 +118,8 @@ impl Dashboard {
             updates: rx,
             history: history.clone(),
             inventory: Arc::new(snapshot::InventoryKeys::new(self.config.inventory_rescan)),
+            sse_clients: Arc::new(tokio::sync::Semaphore::new(self.config.sse_max_clients)),
+            keep_alive: (self.config.http.idle_timeout / 3).min(std::time::Duration::from_secs(15)),
         };
         let sampler = tokio::spawn(sample(
             state.clone(),
@@ -151,6 +163,9 @@ async fn sample(
         let recent = snapshot::recent_orders(&state.pool, &state.keys, RECENT)
             .await
             .unwrap_or_default();
+        let anomalies = snapshot::recent_anomalies(&state.pool, &state.keys, ANOMALIES)
+            .await
+            .unwrap_or_default();
         let point = Point {
             at_ms: snapshot.at_ms,
             accepted: snapshot.orders.accepted,
@@ -168,6 +183,7 @@ async fn sample(
         tx.send_replace(Some(Arc::new(Update {
             snapshot,
             recent,
+            anomalies,
             point,
             low_stock: config.low_stock,
         })));
@@ -198,9 +214,27 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 /// `GET /events`: server-sent events. First `history` (the stored points),
-/// then an `update` per sample.
-async fn events(
-    State(state): State<AppState>,
+/// then an `update` per sample. At most `SSE_MAX_CLIENTS` at once; one more
+/// is answered 503. A page that stops reading is closed by the listener's
+/// idle timeout once its socket buffer is full.
+async fn events(State(state): State<AppState>) -> Response {
+    let Ok(permit) = state.sse_clients.clone().try_acquire_owned() else {
+        metrics::counter!("sse_clients_refused_total").increment(1);
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-live-pages",
+            "Too many live pages",
+        )
+        .detail("the dashboard serves SSE_MAX_CLIENTS live pages at once; retry shortly")
+        .retry_after(std::time::Duration::from_secs(5))
+        .into_response();
+    };
+    live(state, permit).into_response()
+}
+
+fn live(
+    state: AppState,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let history: Vec<Point> = state
         .history
@@ -215,7 +249,7 @@ async fn events(
         .unwrap_or_default();
     let mut rx = state.updates.clone();
     rx.mark_changed();
-    let updates = futures_util::stream::unfold(rx, |mut rx| async move {
+    let updates = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.changed().await.ok()?;
         let update = rx.borrow_and_update().clone();
         let event = match update {
@@ -225,10 +259,10 @@ async fn events(
                 .unwrap_or_default(),
             None => Event::default().comment("waiting for the first sample"),
         };
-        Some((Ok(event), rx))
+        Some((Ok(event), (rx, permit)))
     });
     let stream = futures_util::StreamExt::chain(futures_util::stream::iter([Ok(first)]), updates);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive))
 }
 
 /// `GET /orders/{id}`: the order's journey, with its notification.

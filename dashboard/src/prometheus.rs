@@ -24,6 +24,20 @@ pub fn render(s: &Snapshot) -> String {
     }
     family(
         &mut out,
+        "order_pipeline_orders_parked",
+        "gauge",
+        "Orders parked until an operator fixes their data.",
+    );
+    let _ = writeln!(out, "order_pipeline_orders_parked {}", s.orders.parked);
+    family(
+        &mut out,
+        "order_pipeline_anomalies_total",
+        "counter",
+        "Messages that disagreed with their order's record (parked, never merged).",
+    );
+    let _ = writeln!(out, "order_pipeline_anomalies_total {}", s.orders.anomalies);
+    family(
+        &mut out,
         "order_pipeline_orders_rejected_total",
         "counter",
         "Rejected orders by reason.",
@@ -41,11 +55,25 @@ pub fn render(s: &Snapshot) -> String {
         "Units in stock per SKU.",
     );
     for stock in &s.inventory {
+        if let Some(units) = stock.units {
+            let _ = writeln!(
+                out,
+                "order_pipeline_inventory_units{{sku=\"{}\"}} {units}",
+                escape(&stock.sku),
+            );
+        }
+    }
+    family(
+        &mut out,
+        "order_pipeline_inventory_invalid",
+        "gauge",
+        "1 for each SKU whose stock value is not an integer (its orders are parked).",
+    );
+    for stock in s.inventory.iter().filter(|s| s.units.is_none()) {
         let _ = writeln!(
             out,
-            "order_pipeline_inventory_units{{sku=\"{}\"}} {}",
+            "order_pipeline_inventory_invalid{{sku=\"{}\"}} 1",
             escape(&stock.sku),
-            stock.units
         );
     }
     family(

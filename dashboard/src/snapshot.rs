@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use deadpool_redis::Pool;
+use pipeline::store::Pool;
 use futures_util::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use pipeline::amqp::Broker;
 use pipeline::domain::OrderId;
 use pipeline::keys::Keys;
+use pipeline::messages::RejectReason;
+use pipeline::order::counter;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;
@@ -33,12 +35,21 @@ pub struct Orders {
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
     pub notified: u64,
+    /// Orders parked right now (an `inventory:` value that is not an integer).
+    pub parked: u64,
+    /// Messages that disagreed with their order's record, parked in the DLQ.
+    pub anomalies: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Stock {
     pub sku: String,
-    pub units: i64,
+    /// `null` when the value is not an integer (see `invalid_value`).
+    pub units: Option<i64>,
+    /// The raw value when it is not an integer: orders for this SKU are parked
+    /// until an operator fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,14 +67,7 @@ pub struct Health {
     pub broker_node: Option<String>,
 }
 
-/// The queues whose depth is shown, by their unprefixed names.
-pub const QUEUES: [&str; 5] = [
-    "orders.queue",
-    "notifier.queue",
-    "orders.dlq",
-    "notifier.dlq",
-    "orders.rejected",
-];
+pub use pipeline::amqp::topology::QUEUES;
 
 /// Reads everything; a part that cannot be read (Redis or the broker away)
 /// shows as zero/`null` and flips its health flag, never fails the whole.
@@ -110,19 +114,21 @@ async fn read_redis(
     let c: HashMap<String, i64> = conn.hgetall(keys.counters()).await?;
     let get = |name: &str| c.get(name).copied().unwrap_or(0).max(0) as u64;
     let orders = Orders {
-        accepted: get("accepted"),
-        reserved: get("reserved"),
-        rejected: get("rejected"),
-        rejected_by_reason: BTreeMap::from([
-            ("out_of_stock", get("rejected_out_of_stock")),
-            ("unknown_sku", get("rejected_unknown_sku")),
-        ]),
-        notified: get("notified"),
+        accepted: get(counter::ACCEPTED),
+        reserved: get(counter::RESERVED),
+        rejected: get(counter::REJECTED),
+        rejected_by_reason: [RejectReason::OutOfStock, RejectReason::UnknownSku]
+            .into_iter()
+            .map(|r| (r.as_str(), get(counter::rejected_for(r))))
+            .collect(),
+        notified: get(counter::NOTIFIED),
+        parked: get(counter::PARKED),
+        anomalies: get(counter::ANOMALIES),
     };
     let notifications = Notifications {
-        sent: get("notified"),
-        sending: get("notifications_sending"),
-        failed: get("notifications_failed"),
+        sent: get(counter::NOTIFIED),
+        sending: get(counter::NOTIFICATIONS_SENDING),
+        failed: get(counter::NOTIFICATIONS_FAILED),
     };
 
     // The inventory keys (found by SCAN, cached), then their values by MGET.
@@ -134,13 +140,16 @@ async fn read_redis(
             .query_async(&mut *conn)
             .await?;
         for (key, value) in chunk.iter().zip(values) {
-            let (Some(sku), Some(units)) = (keys.sku_of(key), value.and_then(|v| v.parse().ok()))
-            else {
+            let (Some(sku), Some(value)) = (keys.sku_of(key), value) else {
                 continue;
             };
+            // A value that is not an integer is shown as such, never left
+            // out: it is why that SKU's orders are parked.
+            let units = value.parse::<i64>().ok();
             inventory.push(Stock {
                 sku: sku.to_owned(),
                 units,
+                invalid_value: units.is_none().then_some(value),
             });
         }
     }
@@ -156,7 +165,6 @@ async fn queue_depths(broker: &Broker) -> BTreeMap<&'static str, Option<u32>> {
     let Ok(channel) = link.connection.create_channel().await else {
         return depths;
     };
-    let prefix = broker.topology().prefix();
     for q in QUEUES {
         let passive = QueueDeclareOptions {
             passive: true,
@@ -164,7 +172,7 @@ async fn queue_depths(broker: &Broker) -> BTreeMap<&'static str, Option<u32>> {
         };
         match channel
             .queue_declare(
-                format!("{prefix}{q}").into(),
+                broker.topology().queue(q).into(),
                 passive,
                 FieldTable::default(),
             )
@@ -221,6 +229,17 @@ impl InventoryKeys {
         *cached = Some((std::time::Instant::now(), list.clone()));
         Ok(list)
     }
+}
+
+/// The newest messages that disagreed with their order's record, newest
+/// first, as `reserve.lua` described them.
+pub async fn recent_anomalies(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
+    let mut conn = pool.get().await?;
+    let raw: Vec<String> = conn.lrange(keys.anomalies(), 0, n - 1).await?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
 }
 
 /// The newest orders, newest first, with their state.

@@ -2,7 +2,8 @@
 --
 -- Guarantees: a notification recorded as sent is never claimed again; while one
 -- holder's claim is live nobody else may send; a claim expires (its holder
--- crashed) so the notification is sent again rather than lost.
+-- crashed) so the notification is sent again rather than lost; a retried call
+-- with the same token (its first reply was lost) finds its own claim.
 --
 -- KEYS[1] notification hash, KEYS[2] counters hash (notifications_sending and
 -- notifications_failed tally hashes by status)
@@ -13,6 +14,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'status', 'claim_token', 'claim_until')
 if state[1] == 'sent' then
   return {'sent'}
+end
+if state[2] == ARGV[1] then
+  -- Our own claim: a retried call whose first reply was lost.
+  redis.call('HSET', KEYS[1], 'claim_until', tostring(now + tonumber(ARGV[2])))
+  return {'claimed'}
 end
 if state[2] and tonumber(state[3] or '0') > now then
   return {'busy', tostring(tonumber(state[3]) - now)}

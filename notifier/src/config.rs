@@ -13,6 +13,8 @@ pub struct NotifierConfig {
     pub addr: SocketAddr,
     pub broker: BrokerConfig,
     pub redis: RedisConfig,
+    /// `HTTP_*`: the listener's timeouts and connection cap.
+    pub http: pipeline::http::Limits,
     /// `PREFETCH`: deliveries handled at once.
     pub prefetch: u16,
     /// `TRANSIENT_RETRY_MS`: how long a Redis failure is retried before the
@@ -88,6 +90,7 @@ impl NotifierConfig {
             addr: addr_or("NOTIFIER_ADDR", "127.0.0.1:9102")?,
             broker: BrokerConfig::from_env("notifier")?,
             redis: RedisConfig::from_env()?,
+            http: pipeline::config::http_limits_from_env()?,
             prefetch,
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
             sink,

@@ -55,6 +55,7 @@ impl Notifier {
             config.addr,
             config.broker.clone(),
             &config.redis,
+            config.http.clone(),
             shutdown.clone(),
         )
         .await

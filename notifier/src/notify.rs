@@ -5,7 +5,7 @@
 //! claim.lua ── already sent ──> ack (skipped duplicate)
 //!    │      └─ another instance is sending ──> wait for its claim, try again
 //! send through the sink (webhook: retries on 5xx/timeouts)
-//! record.lua ── sent ──> ack          (the marker is set only after the send)
+//! notified.lua ── sent ──> ack          (the marker is set only after the send)
 //!            ── transient failure ──> requeue (DELIVERY_LIMIT parks it)
 //!            ── permanent (4xx) ────> dead-letter, error kept in the status hash
 //! ```
@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use pipeline::store::Pool;
 use lapin::message::Delivery;
 use pipeline::amqp::{Disposition, header};
 use pipeline::keys::Keys;
@@ -33,7 +33,6 @@ use tracing::Instrument;
 use crate::sink::{Notification, SendError, Sink};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
-static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("record.lua")));
 
 /// Called after a send and before it is recorded; returning `true` abandons
 /// the delivery there, as a crash would (tests).
@@ -145,7 +144,7 @@ impl Handler {
         match (&sent.result, recorded) {
             (Ok(()), Ok(_)) => {
                 metrics::counter!("notifications_sent_total", "sink" => sink).increment(1);
-                tracing::info!(sink, attempts = sent.attempts, "notification sent");
+                tracing::debug!(sink, attempts = sent.attempts, "notification sent");
                 Disposition::Ack
             }
             (Ok(()), Err(e)) => {
@@ -204,18 +203,14 @@ impl Handler {
         token: &str,
         attempts: u32,
         error: &str,
-    ) -> anyhow::Result<u8> {
-        let mut conn = self.pool.get().await?;
-        Ok(RECORD
-            .key(self.keys.notification(&event.id))
-            .key(self.keys.order(&event.id))
-            .key(self.keys.counters())
-            .arg(verdict)
-            .arg(token)
-            .arg(attempts)
-            .arg(self.sink.name())
-            .arg(error)
-            .invoke_async(&mut *conn)
-            .await?)
+    ) -> anyhow::Result<bool> {
+        let attempt = pipeline::order::Attempt {
+            sent: verdict == "sent",
+            token,
+            attempts,
+            sink: self.sink.name(),
+            error,
+        };
+        pipeline::order::record_notification(&self.pool, &self.keys, &event.id, &attempt).await
     }
 }

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         addr: "127.0.0.1:0".parse()?,
         broker: fx.broker_config.clone(),
         redis: fx.redis_config.clone(),
+        http: testkit::http_limits(),
         prefetch,
         transient_retry: Duration::from_secs(10),
     };

@@ -11,6 +11,8 @@ pub struct ProcessorConfig {
     pub addr: SocketAddr,
     pub broker: BrokerConfig,
     pub redis: RedisConfig,
+    /// `HTTP_*`: the listener's timeouts and connection cap.
+    pub http: pipeline::http::Limits,
     /// `PREFETCH`: deliveries processed at once.
     pub prefetch: u16,
     /// `TRANSIENT_RETRY_MS`: how long one delivery keeps retrying a transient
@@ -29,6 +31,7 @@ impl ProcessorConfig {
             addr: addr_or("PROCESSOR_ADDR", "127.0.0.1:9101")?,
             broker: BrokerConfig::from_env("order-processor")?,
             redis: RedisConfig::from_env()?,
+            http: pipeline::config::http_limits_from_env()?,
             prefetch,
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
         })

@@ -8,7 +8,6 @@
 pub mod config;
 pub mod process;
 pub mod replay;
-pub mod reserve;
 
 use std::net::SocketAddr;
 
@@ -46,6 +45,7 @@ impl Processor {
             config.addr,
             config.broker.clone(),
             &config.redis,
+            config.http.clone(),
             shutdown.clone(),
         )
         .await

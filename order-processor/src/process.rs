@@ -3,7 +3,9 @@
 //! ```text
 //! parse ── malformed ──────────────────────────────> dead-letter (orders.dlq)
 //!   │
-//! reserve.lua (decide once) ── Redis error ──┐
+//! reserve.lua (decide once, from the record) ── parked (invalid_stock,
+//!   │                                             record_mismatch) ──> dead-letter
+//!   │                                        ── Redis error ──┐
 //!   │                                        ├─ retry with backoff for TRANSIENT_RETRY_MS,
 //! publish event, await confirm ── failure ───┘  then requeue (DELIVERY_LIMIT parks it)
 //!   │
@@ -13,14 +15,15 @@
 //! A redelivered order that was already decided re-publishes its recorded event
 //! (same `message_id`, so downstream dedupes) and is acked: the decision is
 //! never taken twice, and an event lost between the decision and the ack is
-//! published again.
+//! published again. The event is built from the order's record, never from the
+//! message: a message that disagrees with the record is parked as an anomaly.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use pipeline::store::Pool;
 use lapin::message::Delivery;
 use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
 use pipeline::keys::Keys;
@@ -30,7 +33,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::reserve::{Decision, reserve};
+use pipeline::order::{ParkReason, Verdict, reserve};
+
+/// How [`Handler::process`] ended.
+enum Processed {
+    /// Decided (now or before) and its event confirmed.
+    Decided { outcome: &'static str, fresh: bool },
+    /// Parked for an operator: dead-letter it.
+    Parked(ParkReason),
+}
 
 /// Called after the decision is committed and before its event is published;
 /// tests use it to break the link at the worst moment.
@@ -72,17 +83,29 @@ impl Handler {
             .unwrap_or_else(TraceParent::generate)
             .child();
         let span = tracing::info_span!("order", id = %order.id, trace_id = %trace.trace_id());
-        match self.process(&order, &trace).instrument(span).await {
-            Ok(decision) => {
-                let outcome = if decision.fresh {
-                    decision.outcome.as_str()
-                } else {
-                    "replayed"
-                };
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| order.id.to_string());
+        match self.process(&order, &message_id, &trace).instrument(span).await {
+            Ok(Processed::Decided { outcome, fresh }) => {
+                let outcome = if fresh { outcome } else { "replayed" };
                 metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
                 metrics::histogram!("order_processing_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 Disposition::Ack
+            }
+            Ok(Processed::Parked(reason)) => {
+                metrics::counter!("orders_parked_total", "reason" => reason.as_str()).increment(1);
+                tracing::warn!(
+                    id = %order.id,
+                    %message_id,
+                    reason = reason.as_str(),
+                    "order parked in the DLQ; fix the cause, then replay-dlq"
+                );
+                Disposition::DeadLetter
             }
             Err(e) => {
                 tracing::warn!(
@@ -98,30 +121,46 @@ impl Handler {
     /// Decides (once) and publishes the decision's event with a confirm. Each
     /// step retries its own transient failures for `transient_retry`, so a
     /// publish that needs another try does not run the Redis script again.
-    async fn process(&self, order: &OrderPlaced, trace: &TraceParent) -> anyhow::Result<Decision> {
-        let decision = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            reserve(&self.pool, &self.keys, order)
+    async fn process(
+        &self,
+        order: &OrderPlaced,
+        message_id: &str,
+        trace: &TraceParent,
+    ) -> anyhow::Result<Processed> {
+        let verdict = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            reserve(&self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id)
         })
         .await?;
+        let (outcome, reason, decided_at_ms, fresh, sku, qty) = match verdict {
+            Verdict::Parked(reason) => return Ok(Processed::Parked(reason)),
+            Verdict::Decided {
+                outcome,
+                reason,
+                decided_at_ms,
+                fresh,
+                sku,
+                qty,
+            } => (outcome, reason, decided_at_ms, fresh, sku, qty),
+        };
         if let Some(hook) = &self.after_commit {
             hook(order.clone()).await;
         }
         let event = OrderEvent {
             id: order.id.clone(),
-            sku: order.sku.clone(),
-            qty: order.qty,
-            outcome: decision.outcome,
-            reason: decision.reason,
-            decided_at_ms: decision.decided_at_ms,
+            sku,
+            qty,
+            outcome,
+            reason,
+            decided_at_ms,
         };
         let payload = serde_json::to_vec(&event)?;
-        let message_id = decision.outcome.event_id(&order.id);
+        let event_id = outcome.event_id(&order.id);
         let exchange = self.broker.topology().events_exchange();
         let msg = Outgoing {
             exchange: &exchange,
-            routing_key: decision.outcome.route(),
+            routing_key: outcome.route(),
             payload: &payload,
-            message_id: &message_id,
+            message_id: &event_id,
             correlation_id: order.id.as_str(),
             traceparent: trace,
         };
@@ -132,12 +171,15 @@ impl Handler {
                 .await?)
         })
         .await?;
-        tracing::info!(
-            outcome = decision.outcome.as_str(),
-            reason = decision.reason.map(|r| r.as_str()),
-            fresh = decision.fresh,
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            reason = reason.map(|r| r.as_str()),
+            fresh,
             "order processed"
         );
-        Ok(decision)
+        Ok(Processed::Decided {
+            outcome: outcome.as_str(),
+            fresh,
+        })
     }
 }

@@ -158,9 +158,14 @@ pub fn parse_urls(var: &str, raw: &str) -> Result<Vec<AMQPUri>, ConfigError> {
 pub struct RedisConfig {
     pub url: String,
     pub pool_size: usize,
-    /// Bounds waiting for, creating and recycling a pooled connection, so a dead
-    /// Redis turns into an error instead of a hang.
+    /// `REDIS_TIMEOUT_MS`: bounds waiting for, creating and recycling a pooled
+    /// connection, so a dead Redis turns into an error instead of a hang.
     pub timeout: Duration,
+    /// `REDIS_RESPONSE_TIMEOUT_MS`: the longest wait for one reply. Generous on
+    /// purpose: a reply taken as lost after a script ran makes the caller retry
+    /// (harmlessly, every script recognises its own retry), but a short stall
+    /// should not turn into errors at all.
+    pub response_timeout: Duration,
     /// Prefixed to every key (isolates tests and tenants).
     pub key_prefix: String,
 }
@@ -190,9 +195,30 @@ impl RedisConfig {
             url,
             pool_size,
             timeout: millis_or("REDIS_TIMEOUT_MS", 2_000)?,
+            response_timeout: millis_or("REDIS_RESPONSE_TIMEOUT_MS", 5_000)?,
             key_prefix: var_or("REDIS_KEY_PREFIX", ""),
         })
     }
+}
+
+/// The listener limits every service shares (see [`crate::http::Limits`]):
+/// `HTTP_HEADER_TIMEOUT_MS` (10 s), `HTTP_BODY_TIMEOUT_MS` (10 s),
+/// `HTTP_IDLE_TIMEOUT_MS` (30 s), `HTTP_MAX_CONNECTIONS` (1024).
+pub fn http_limits_from_env() -> Result<crate::http::Limits, ConfigError> {
+    let max_connections: usize = parse_or("HTTP_MAX_CONNECTIONS", 1024)?;
+    if max_connections == 0 {
+        return Err(ConfigError::new(
+            "HTTP_MAX_CONNECTIONS",
+            "0",
+            "must be at least 1",
+        ));
+    }
+    Ok(crate::http::Limits {
+        header_timeout: millis_or("HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+        body_timeout: millis_or("HTTP_BODY_TIMEOUT_MS", 10_000)?,
+        idle_timeout: millis_or("HTTP_IDLE_TIMEOUT_MS", 30_000)?,
+        max_connections,
+    })
 }
 
 /// Reads a listen address such as `127.0.0.1:8080`.

@@ -119,7 +119,8 @@ impl TryFrom<u32> for Quantity {
 }
 
 /// The key under which a request's outcome is remembered: the IETF
-/// `Idempotency-Key` header, or else the order id.
+/// `Idempotency-Key` header. (A request without one but with a body id is
+/// idempotent through its order record; the two never share a key space.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
@@ -154,10 +155,6 @@ impl IdempotencyKey {
             ));
         }
         Ok(Self(inner.to_owned()))
-    }
-
-    pub fn from_order_id(id: &OrderId) -> Self {
-        Self(id.0.clone())
     }
 
     pub fn as_str(&self) -> &str {

@@ -3,19 +3,20 @@
 //! | key | type | written by |
 //! |---|---|---|
 //! | `inventory:<sku>` | integer stock; missing = unknown SKU | operator, processor |
-//! | `idemp:<key>` | hash: fingerprint, state, stored response | gateway |
-//! | `order:<id>` | hash: sku, qty, status, reason, timestamps | gateway, processor, notifier |
+//! | `idemp:<key>` | hash: fingerprint, order id, state, lease, stored response (header keys only) | gateway |
+//! | `order:<id>` | hash: sku, qty, status, reason, timestamps, intake claim | gateway, processor, notifier |
 //! | `notification:<id>` | hash: notification status, channel, attempts, sent_at, last_error | notifier |
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
-//! | `recent_orders` | list of the newest order ids, newest first, capped | gateway |
+//! | `recent_orders` | list of the newest order ids, newest first, capped | gateway, processor |
+//! | `anomalies` | list of the newest messages that disagreed with their order's record (JSON), capped | processor |
+//!
+//! Idempotency keys and order ids never share a key space: `idemp:` holds only
+//! `Idempotency-Key` header values, `order:` only order ids.
 //!
 //! An optional prefix (`REDIS_KEY_PREFIX`) is put in front of every key so tests
 //! and tenants can share one Redis.
 
 use crate::domain::{OrderId, Sku};
-
-/// Field of the `counters` hash: distinct orders accepted by the gateway.
-pub const COUNTER_ACCEPTED: &str = "accepted";
 
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
@@ -38,7 +39,17 @@ impl Keys {
     }
 
     pub fn order(&self, id: &OrderId) -> String {
-        format!("{}order:{id}", self.prefix)
+        format!("{}{id}", self.order_prefix())
+    }
+
+    /// What every order key starts with (for a script that finds an order's id
+    /// in another record).
+    pub fn order_prefix(&self) -> String {
+        format!("{}order:", self.prefix)
+    }
+
+    pub fn anomalies(&self) -> String {
+        format!("{}anomalies", self.prefix)
     }
 
     pub fn inventory(&self, sku: &Sku) -> String {

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod messages;
+pub mod order;
 pub mod retry;
 pub mod service;
 pub mod shutdown;

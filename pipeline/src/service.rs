@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{Broker, ConsumeOptions, Disposition, consume};
 use crate::config::{BrokerConfig, RedisConfig};
-use crate::http::{Ops, ops_router};
+use crate::http::{Limits, Ops, ops_router};
 use crate::keys::Keys;
 
 /// A started service: connected, bound, not yet serving.
@@ -27,6 +27,7 @@ pub struct Base {
     pub pool: Pool,
     pub keys: Keys,
     pub listener: TcpListener,
+    pub limits: Limits,
     pub shutdown: CancellationToken,
 }
 
@@ -36,6 +37,7 @@ impl Base {
         addr: SocketAddr,
         broker: BrokerConfig,
         redis: &RedisConfig,
+        limits: Limits,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         crate::telemetry::prometheus();
@@ -53,6 +55,7 @@ impl Base {
             pool,
             keys: Keys::new(redis.key_prefix.clone()),
             listener,
+            limits,
             shutdown,
         })
     }
@@ -119,7 +122,7 @@ impl Base {
         drain: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let router = router.route_layer(axum::middleware::from_fn(crate::http::track_requests));
-        crate::http::serve(self.listener, router, self.shutdown).await?;
+        crate::http::serve(self.listener, router, self.shutdown, &self.limits).await?;
         drain.await;
         self.broker.close().await;
         tracing::info!(service = self.service, "stopped");

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
 
 use crate::domain::OrderId;
 use crate::keys::Keys;
 
-/// Status, reason, and every `*_at` field of an `order:<id>` hash as a
+/// Status, reason, sku, qty, and every `*_at` field of an `order:<id>` hash as a
 /// timestamp in milliseconds.
 pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
     let mut timestamps = Map::new();
@@ -40,7 +40,8 @@ pub async fn load_order(
 ) -> anyhow::Result<Option<Value>> {
     let mut conn = pool.get().await?;
     let fields: BTreeMap<String, String> = conn.hgetall(keys.order(id)).await?;
-    if fields.is_empty() {
+    // A claimed id whose message was never confirmed is no order (yet).
+    if !fields.contains_key("status") {
         return Ok(None);
     }
     let mut view = order_view(id, &fields);

@@ -44,7 +44,19 @@ pub fn redis_config(prefix: &str) -> RedisConfig {
         url: redis_url(),
         pool_size: 16,
         timeout: Duration::from_millis(1000),
+        response_timeout: Duration::from_secs(5),
         key_prefix: prefix.replace('.', ":"),
+    }
+}
+
+/// Listener limits for a test service: the defaults, shorter where a test
+/// waits for them (`http_limits_with` sets its own).
+pub fn http_limits() -> pipeline::http::Limits {
+    pipeline::http::Limits {
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 1024,
     }
 }
 

@@ -1,8 +1,7 @@
 //! `POST /orders` (idempotent intake) and `GET /orders/{id}`.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
-use crate::idempotency::{Accepted, NextAction, StoredResponse};
+use crate::idempotency::{Intake, IntakeRequest, StoredResponse};
 use crate::startup::AppState;
 
 /// Largest accepted request body.
@@ -73,16 +72,6 @@ impl OrderRequest {
         }
         Ok(Self { id, sku, qty })
     }
-
-    /// The canonical form two requests must share to be "the same request".
-    pub fn fingerprint(&self) -> String {
-        json!({
-            "id": self.id.as_ref().map(OrderId::as_str),
-            "sku": self.sku.as_str(),
-            "qty": self.qty.get(),
-        })
-        .to_string()
-    }
 }
 
 fn unknown_field(rest: &Map<String, Value>) -> Option<&str> {
@@ -113,32 +102,38 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn create_order(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn create_order(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers.clone();
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
-        _ => ApiError::MalformedJson(rejection.body_text()),
-    })?;
+    // The whole body within HTTP_BODY_TIMEOUT_MS: a client trickling it byte
+    // by byte does not hold the connection (and a handler) for ever.
+    let read = Bytes::from_request(Request::from_parts(parts, body), &());
+    let body = tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(state.body_timeout))?
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+            _ => ApiError::MalformedJson(rejection.body_text()),
+        })?;
     let request = OrderRequest::parse(&body, state.max_qty)?;
-    let key = match headers.get("idempotency-key") {
-        Some(raw) => {
+    // Only the header is an idempotency key. Without it, a body id is
+    // idempotent through its order record (a separate key space).
+    let key = headers
+        .get("idempotency-key")
+        .map(|raw| {
             let raw = raw.to_str().map_err(|_| {
                 ApiError::InvalidIdempotencyKey(InvalidField {
                     field: "Idempotency-Key",
                     reason: "must be visible ASCII".into(),
                 })
             })?;
-            Some(IdempotencyKey::parse_header(raw).map_err(ApiError::InvalidIdempotencyKey)?)
-        }
-        None => request.id.as_ref().map(IdempotencyKey::from_order_id),
-    };
+            IdempotencyKey::parse_header(raw).map_err(ApiError::InvalidIdempotencyKey)
+        })
+        .transpose()?;
     let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -161,38 +156,48 @@ async fn intake(
     trace: TraceParent,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let claim = match &key {
-        None => None,
-        Some(key) => match state
-            .store
-            .begin(key, &request.fingerprint())
-            .await
-            .map_err(ApiError::StoreUnavailable)?
-        {
-            NextAction::Process(claim) => Some(claim),
-            NextAction::Replay(stored) => {
-                metrics::counter!("idempotency_replays_total").increment(1);
-                return Ok(order_response(&stored, true));
-            }
-            NextAction::Conflict { retry_after } => {
-                metrics::counter!("idempotency_conflicts_total").increment(1);
-                return Err(ApiError::InFlight { retry_after });
-            }
-            NextAction::Mismatch => {
-                metrics::counter!("idempotency_mismatches_total").increment(1);
-                return Err(ApiError::KeyReused);
-            }
-        },
+    let intake_request = IntakeRequest {
+        id: request.id.clone(),
+        sku: request.sku.clone(),
+        qty: request.qty,
+    };
+    let claim = match state
+        .store
+        .claim(&intake_request, key.as_ref())
+        .await
+        .map_err(ApiError::StoreUnavailable)?
+    {
+        Intake::Process(claim) => claim,
+        Intake::Replay(stored) => {
+            metrics::counter!("idempotency_replays_total").increment(1);
+            return Ok(order_response(&stored, true));
+        }
+        Intake::Accepted(id) => {
+            metrics::counter!("idempotency_replays_total").increment(1);
+            return Ok(order_response(&accepted_response(&id), true));
+        }
+        Intake::Conflict { retry_after } => {
+            metrics::counter!("idempotency_conflicts_total").increment(1);
+            return Err(ApiError::InFlight { retry_after });
+        }
+        Intake::Mismatch => {
+            metrics::counter!("idempotency_mismatches_total").increment(1);
+            return Err(ApiError::KeyReused);
+        }
+        Intake::IdConflict(id) => {
+            metrics::counter!("order_id_conflicts_total").increment(1);
+            return Err(ApiError::OrderIdConflict(id));
+        }
     };
 
-    let id = request.id.clone().unwrap_or_else(OrderId::generate);
+    let id = claim.id.clone();
     tracing::Span::current().record("order_id", id.as_str());
-    let accepted_at_ms = now_ms();
+    // The claim bound the id to this sku and qty; the message says the same.
     let message = OrderPlaced {
         id: id.clone(),
         sku: request.sku.clone(),
         qty: request.qty,
-        placed_at_ms: accepted_at_ms,
+        placed_at_ms: now_ms(),
     };
     let payload = serde_json::to_vec(&message).map_err(|e| ApiError::Unexpected(e.into()))?;
     let exchange = state.broker.topology().orders_exchange();
@@ -205,38 +210,33 @@ async fn intake(
         traceparent: &trace,
     };
     if let Err(e) = state.broker.publish(&outgoing, deadline).await {
-        if let Some(claim) = &claim {
-            if let Err(release) = state.store.release(claim).await {
-                // The lease still expires on its own; the retry waits for it.
-                tracing::error!(
-                    error = format!("{release:#}"),
-                    "could not release idempotency key"
-                );
-            }
+        if let Err(release) = state.store.release(&claim).await {
+            // The lease still expires on its own; the retry waits for it.
+            tracing::error!(
+                error = format!("{release:#}"),
+                "could not release the intake claim"
+            );
         }
         return Err(ApiError::BrokerUnavailable(e));
     }
 
-    let response = StoredResponse {
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: json!({"id": id.as_str(), "status": "accepted"}).to_string(),
-    };
-    let record = Accepted {
-        id: &id,
-        sku: request.sku.as_str(),
-        qty: request.qty.get(),
-        accepted_at_ms,
-        response: &response,
-    };
-    if let Err(e) = state.store.accept(&record, claim.as_ref()).await {
-        // The broker has the order, so it is accepted: the processor records it
-        // too, and a retry after the lease republishes the same message id,
-        // which the processor deduplicates.
+    let response = accepted_response(&id);
+    if let Err(e) = state.store.accept(&claim, &response).await {
+        // The broker has the order, so it is accepted: the processor records
+        // it too, and a retry republishes the same id, decided once.
         tracing::error!(error = format!("{e:#}"), "order confirmed but not recorded");
     }
     metrics::counter!("orders_accepted_total").increment(1);
-    tracing::info!("order accepted");
+    tracing::debug!("order accepted");
     Ok(order_response(&response, false))
+}
+
+/// The answer to an accepted order (first time, or replayed for an id).
+fn accepted_response(id: &OrderId) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: json!({"id": id.as_str(), "status": "accepted"}).to_string(),
+    }
 }
 
 /// A 202 (or replayed) answer with `Location` and, for replays,
@@ -352,15 +352,6 @@ mod tests {
             Err(ApiError::MalformedJson(_))
         ));
         assert!(matches!(parse(""), Err(ApiError::MalformedJson(_))));
-    }
-
-    #[test]
-    fn fingerprint_ignores_field_order_and_sees_every_value() {
-        let a = parse(r#"{"id":"o","sku":"s","qty":1}"#).unwrap();
-        let b = parse(r#"{"qty":1,"sku":"s","id":"o"}"#).unwrap();
-        let c = parse(r#"{"id":"o","sku":"s","qty":2}"#).unwrap();
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        assert_ne!(a.fingerprint(), c.fingerprint());
     }
 
     #[test]

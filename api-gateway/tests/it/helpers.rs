@@ -17,6 +17,7 @@ pub fn test_config(prefix: &str) -> GatewayConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "api-gateway-test"),
         redis: testkit::redis_config(prefix),
+        http: testkit::http_limits(),
         request_timeout: Duration::from_secs(5),
         lifetimes: Lifetimes {
             lease: Duration::from_secs(30),

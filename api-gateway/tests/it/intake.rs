@@ -3,10 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use api_gateway::idempotency::{Lifetimes, NextAction, Store};
-use api_gateway::routes::orders::OrderRequest;
+use api_gateway::idempotency::{Intake, IntakeRequest, Lifetimes, Store};
 use lapin::types::AMQPValue;
-use pipeline::domain::IdempotencyKey;
+use pipeline::domain::{IdempotencyKey, OrderId, Quantity, Sku};
 use pipeline::keys::Keys;
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -153,11 +152,11 @@ async fn without_key_or_id_every_request_is_a_new_order() {
 #[tokio::test]
 async fn same_key_with_a_different_payload_is_422() {
     let app = spawn_app().await;
-    assert_eq!(app.post_order(ORDER, None).await.status(), 202);
+    assert_eq!(app.post_order(ORDER, Some("k-422")).await.status(), 202);
     let res = app
         .post_order(
-            r#"{"id":"order123","sku":"mag-safe-phone-case","qty":3}"#,
-            None,
+            r#"{"id":"order124","sku":"mag-safe-phone-case","qty":3}"#,
+            Some("k-422"),
         )
         .await;
     assert_eq!(res.status(), 422);
@@ -181,12 +180,14 @@ async fn same_key_while_the_first_is_in_flight_is_409_with_retry_after() {
             done: Duration::from_secs(60),
         },
     );
-    let fingerprint = OrderRequest::parse(ORDER.as_bytes(), 1000)
-        .unwrap()
-        .fingerprint();
-    let key = IdempotencyKey::parse_header("order123").unwrap();
-    let claimed = store.begin(&key, &fingerprint).await.unwrap();
-    assert!(matches!(claimed, NextAction::Process(_)));
+    let request = IntakeRequest {
+        id: Some(OrderId::parse("order123").unwrap()),
+        sku: Sku::parse("mag-safe-phone-case").unwrap(),
+        qty: Quantity::parse(2, 1000).unwrap(),
+    };
+    let key = IdempotencyKey::parse_header("k-in-flight").unwrap();
+    let claimed = store.claim(&request, Some(&key)).await.unwrap();
+    assert!(matches!(claimed, Intake::Process(_)));
 
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 409);
@@ -254,11 +255,13 @@ async fn accepted_order_is_recorded_and_counted_once() {
     let mut redis = app.redis().await;
     let accepted: i64 = redis.hget(app.key("counters"), "accepted").await.unwrap();
     assert_eq!(accepted, 1, "an order id is counted once");
-    let ttl: i64 = redis.ttl(app.key("idemp:order123")).await.unwrap();
+    let ttl: i64 = redis.ttl(app.key("idemp:other-key")).await.unwrap();
     assert!(
         ttl > 60,
-        "the done record lives for the configured TTL, got {ttl}"
+        "the key's record lives for the configured TTL, got {ttl}"
     );
+    let body_id_record: bool = redis.exists(app.key("idemp:order123")).await.unwrap();
+    assert!(!body_id_record, "a body id is not an idempotency key");
     app.stop().await;
 }
 

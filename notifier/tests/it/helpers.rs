@@ -17,6 +17,7 @@ pub fn test_config(prefix: &str, sink: SinkConfig) -> NotifierConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "notifier-test"),
         redis: testkit::redis_config(prefix),
+        http: testkit::http_limits(),
         prefetch: 64,
         transient_retry: Duration::from_secs(10),
         sink,

@@ -19,6 +19,7 @@ async fn a_posted_order_is_reserved_and_then_notified() {
             addr: "127.0.0.1:0".parse().unwrap(),
             broker: testkit::broker_config(&w.prefix, "order-processor-test"),
             redis: testkit::redis_config(&w.prefix),
+            http: testkit::http_limits(),
             prefetch: 32,
             transient_retry: Duration::from_secs(10),
         },
@@ -32,6 +33,7 @@ async fn a_posted_order_is_reserved_and_then_notified() {
             addr: "127.0.0.1:0".parse().unwrap(),
             broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
             redis: testkit::redis_config(&w.prefix),
+            http: testkit::http_limits(),
             request_timeout: Duration::from_secs(5),
             lifetimes: api_gateway::idempotency::Lifetimes {
                 lease: Duration::from_secs(30),

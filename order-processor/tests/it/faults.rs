@@ -121,6 +121,7 @@ async fn end_to_end_a_posted_order_becomes_reserved() {
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
         redis: testkit::redis_config(&w.prefix),
+        http: testkit::http_limits(),
         request_timeout: Duration::from_secs(5),
         lifetimes: api_gateway::idempotency::Lifetimes {
             lease: Duration::from_secs(30),

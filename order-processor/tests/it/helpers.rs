@@ -15,6 +15,7 @@ pub fn test_config(prefix: &str) -> ProcessorConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "order-processor-test"),
         redis: testkit::redis_config(prefix),
+        http: testkit::http_limits(),
         prefetch: 32,
         transient_retry: Duration::from_secs(10),
     }

@@ -3,7 +3,7 @@
 
 mod broker;
 mod consumer;
-mod topology;
+pub mod topology;
 
 pub use broker::{Broker, Link, Outgoing, PublishError};
 pub use consumer::{ConsumeOptions, Disposition, consume, header, previous_deliveries};

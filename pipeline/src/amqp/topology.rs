@@ -23,6 +23,23 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
 
+/// The queues' unprefixed names.
+pub const ORDERS_QUEUE: &str = "orders.queue";
+pub const NOTIFIER_QUEUE: &str = "notifier.queue";
+pub const ORDERS_DLQ: &str = "orders.dlq";
+pub const NOTIFIER_DLQ: &str = "notifier.dlq";
+pub const REJECTED_QUEUE: &str = "orders.rejected";
+
+/// Every queue of the topology, unprefixed: what the dashboard shows depths
+/// of, and what tests and the load tool inspect.
+pub const QUEUES: [&str; 5] = [
+    ORDERS_QUEUE,
+    NOTIFIER_QUEUE,
+    ORDERS_DLQ,
+    NOTIFIER_DLQ,
+    REJECTED_QUEUE,
+];
+
 /// How many rejection events `orders.rejected` keeps.
 pub const REJECTED_KEEP: i64 = 100_000;
 
@@ -74,23 +91,28 @@ impl Topology {
     }
 
     pub fn orders_queue(&self) -> String {
-        self.name("orders.queue")
+        self.name(ORDERS_QUEUE)
     }
 
     pub fn notifier_queue(&self) -> String {
-        self.name("notifier.queue")
+        self.name(NOTIFIER_QUEUE)
     }
 
     pub fn orders_dlq(&self) -> String {
-        self.name("orders.dlq")
+        self.name(ORDERS_DLQ)
     }
 
     pub fn notifier_dlq(&self) -> String {
-        self.name("notifier.dlq")
+        self.name(NOTIFIER_DLQ)
     }
 
     pub fn rejected_queue(&self) -> String {
-        self.name("orders.rejected")
+        self.name(REJECTED_QUEUE)
+    }
+
+    /// `queue` (one of [`QUEUES`]) with this topology's prefix.
+    pub fn queue(&self, queue: &str) -> String {
+        self.name(queue)
     }
 
     /// Declares everything; safe to run any number of times.

@@ -1,0 +1,74 @@
+-- Claims an order for one intake request: its idempotency key (when the request
+-- has an `Idempotency-Key` header) and its order id, or says what to do instead.
+--
+-- Guarantees, all in one atomic step:
+--  * an id is bound to one payload (sku, qty) forever: the first claim writes
+--    them to `order:<id>`, and a request naming the id with another payload is
+--    refused ('id_conflict'), whatever its key, before anything is written;
+--  * a header key remembers the order id it was first used with (minted once,
+--    for a request without a body id) for the key's whole lifetime, so every
+--    retry — after a 503, an expired lease, a lost reply — publishes that same
+--    id, never a new order;
+--  * at most one request holds a key, and one an unconfirmed id, at a time;
+--    each claim is a lease, so a crashed gateway never wedges either;
+--  * a finished key replays its stored answer; an id already accepted (under
+--    any key, or none) is the same order and replays the acceptance;
+--  * a retried call with the same token finds its own claim and proceeds.
+--
+-- Header keys (`idemp:<key>`) and order ids (`order:<id>`) are separate key
+-- spaces. When the key's record names an id, the order hash is derived from
+-- ARGV[7] (single Redis instance; not for Redis Cluster).
+--
+-- KEYS[1] order hash of the candidate id, KEYS[2] idempotency record (optional)
+-- ARGV[1] candidate id (the body id, or a freshly minted one), ARGV[2] sku,
+-- ARGV[3] qty, ARGV[4] request fingerprint, ARGV[5] claim token,
+-- ARGV[6] lease (ms), ARGV[7] order key prefix, ARGV[8] key record TTL (ms)
+-- Returns {'process', id} | {'replay', status, body} | {'accepted', id}
+--       | {'conflict', ms} | {'mismatch'} | {'id_conflict', id}
+local now = now_ms()
+local id, order = ARGV[1], KEYS[1]
+local key = KEYS[2]
+local token, lease = ARGV[5], tonumber(ARGV[6])
+
+if key then
+  local rec = redis.call('HMGET', key, 'fingerprint', 'state', 'token', 'lease_until', 'id', 'status', 'body')
+  if rec[1] then
+    if rec[1] ~= ARGV[4] then
+      return {'mismatch'}
+    end
+    if rec[2] == 'done' then
+      return {'replay', rec[6], rec[7]}
+    end
+    if rec[3] and rec[3] ~= token and tonumber(rec[4] or '0') > now then
+      return {'conflict', tostring(tonumber(rec[4]) - now)}
+    end
+    id = rec[5]
+    order = ARGV[7] .. id
+  end
+end
+
+local o = redis.call('HMGET', order, 'sku', 'qty', 'status', 'claim_token', 'claim_until')
+if o[1] and (o[1] ~= ARGV[2] or o[2] ~= ARGV[3]) then
+  return {'id_conflict', id}
+end
+if o[3] then
+  -- Accepted before (under another key, or none): the same order.
+  if key then
+    redis.call('HSET', key, 'fingerprint', ARGV[4], 'id', id, 'state', 'accepted_elsewhere')
+    redis.call('HDEL', key, 'token', 'lease_until')
+    redis.call('PEXPIRE', key, ARGV[8])
+  end
+  return {'accepted', id}
+end
+if o[4] and o[4] ~= token and tonumber(o[5] or '0') > now then
+  return {'conflict', tostring(tonumber(o[5]) - now)}
+end
+
+redis.call('HSET', order, 'sku', ARGV[2], 'qty', ARGV[3], 'claim_token', token,
+  'claim_until', tostring(now + lease))
+if key then
+  redis.call('HSET', key, 'fingerprint', ARGV[4], 'id', id, 'state', 'in_flight',
+    'token', token, 'lease_until', tostring(now + lease))
+  redis.call('PEXPIRE', key, ARGV[8])
+end
+return {'process', id}

@@ -1,0 +1,309 @@
+//! Idempotent intake of one order request, as a small state machine over the
+//! request's idempotency record (`idemp:<key>`, header keys only) and its
+//! order record (`order:<id>`).
+//!
+//! ```text
+//!            claim (intake.lua)          publish confirmed: accept
+//!   (none) ---------------------> claimed -------------------------> accepted (answer stored for the key)
+//!                                   |
+//!                                   +-- publish not confirmed: release --> unclaimed, id kept:
+//!                                   |                                      the retry republishes it
+//!                                   +-- lease expires -------------------> the same, for a crashed gateway
+//! ```
+//!
+//! A request that cannot go ahead gets an [`Intake`] saying why: replay the
+//! stored answer, wait (409) while another request holds the key or the id,
+//! 422 when its key was used for another payload, 409 when its id names
+//! another order.
+
+use std::time::Duration;
+
+use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
+use crate::keys::Keys;
+use crate::store::Pool;
+
+use super::{ACCEPT, INTAKE, RECENT_ORDERS, RELEASE};
+
+/// How long claims and finished records live.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// In-flight lease: a crashed request frees its key and id after this.
+    pub lease: Duration,
+    /// How long a key remembers its order id and answer.
+    pub done: Duration,
+}
+
+/// A valid order request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeRequest {
+    /// The id the client chose, if any.
+    pub id: Option<OrderId>,
+    pub sku: Sku,
+    pub qty: Quantity,
+}
+
+impl IntakeRequest {
+    /// The canonical form two requests under one key must share to be "the
+    /// same request".
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!({
+            "id": self.id.as_ref().map(OrderId::as_str),
+            "sku": self.sku.as_str(),
+            "qty": self.qty.get(),
+        })
+        .to_string()
+    }
+}
+
+/// What a request must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// The key and the id are ours: publish the order `claim.id`, then
+    /// [`accept`] or [`release`].
+    Process(Claim),
+    /// The key's first request finished: answer with its stored response.
+    Replay(StoredResponse),
+    /// The order was accepted before (under another key, or none): the same
+    /// order; answer as its acceptance did.
+    Accepted(OrderId),
+    /// The key or the id is held by a request in flight; retry after this.
+    Conflict { retry_after: Duration },
+    /// The key was used for a different payload.
+    Mismatch,
+    /// The id names an order with another payload.
+    IdConflict(OrderId),
+}
+
+/// Proof of holding a request's key and id: only the holder can accept or
+/// release them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: OrderId,
+    key: Option<IdempotencyKey>,
+    token: String,
+}
+
+/// A finished request's answer, replayed verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Intake {
+    /// Interprets the reply of `intake.lua`.
+    fn from_reply(key: Option<&IdempotencyKey>, token: String, reply: &[String]) -> anyhow::Result<Self> {
+        let id = |raw: &str| {
+            OrderId::parse(raw).map_err(|e| anyhow::anyhow!("intake.lua returned a bad id: {e}"))
+        };
+        match reply {
+            [tag, raw] if tag == "process" => Ok(Self::Process(Claim {
+                id: id(raw)?,
+                key: key.cloned(),
+                token,
+            })),
+            [tag, raw] if tag == "accepted" => Ok(Self::Accepted(id(raw)?)),
+            [tag, raw] if tag == "id_conflict" => Ok(Self::IdConflict(id(raw)?)),
+            [tag] if tag == "mismatch" => Ok(Self::Mismatch),
+            [tag, pttl] if tag == "conflict" => {
+                let ms: i64 = pttl.parse().unwrap_or(1000);
+                Ok(Self::Conflict {
+                    retry_after: Duration::from_millis(ms.max(1000) as u64),
+                })
+            }
+            [tag, status, body] if tag == "replay" => Ok(Self::Replay(StoredResponse {
+                status: status.parse()?,
+                body: body.clone(),
+            })),
+            other => anyhow::bail!("unexpected intake.lua reply {other:?}"),
+        }
+    }
+}
+
+/// The intake records in Redis.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    keys: Keys,
+    lifetimes: Lifetimes,
+}
+
+impl Store {
+    pub fn new(pool: Pool, keys: Keys, lifetimes: Lifetimes) -> Self {
+        Self {
+            pool,
+            keys,
+            lifetimes,
+        }
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Claims `key` (if any) and the request's order id. Without a body id,
+    /// the id is minted here, once per key: a key seen before brings back the
+    /// id it was first used with. A call whose reply is lost is retried once
+    /// with the same token, which finds its own claim.
+    pub async fn claim(
+        &self,
+        request: &IntakeRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> anyhow::Result<Intake> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let candidate = request.id.clone().unwrap_or_else(OrderId::generate);
+        match self.claim_once(request, key, &candidate, &token).await {
+            Ok(reply) => Intake::from_reply(key, token, &reply),
+            Err(first) => {
+                tracing::warn!(error = format!("{first:#}"), "intake claim failed, retrying once");
+                let reply = self.claim_once(request, key, &candidate, &token).await?;
+                Intake::from_reply(key, token, &reply)
+            }
+        }
+    }
+
+    async fn claim_once(
+        &self,
+        request: &IntakeRequest,
+        key: Option<&IdempotencyKey>,
+        candidate: &OrderId,
+        token: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut invocation = INTAKE.prepare_invoke();
+        invocation.key(self.keys.order(candidate));
+        if let Some(key) = key {
+            invocation.key(self.keys.idempotency(key.as_str()));
+        }
+        invocation
+            .arg(candidate.as_str())
+            .arg(request.sku.as_str())
+            .arg(request.qty.get())
+            .arg(request.fingerprint())
+            .arg(token)
+            .arg(self.lifetimes.lease.as_millis() as u64)
+            .arg(self.keys.order_prefix())
+            .arg(self.lifetimes.done.as_millis() as u64);
+        let mut conn = self.pool.get().await?;
+        Ok(invocation.invoke_async(&mut *conn).await?)
+    }
+
+    /// Gives the claim back after a publish that was not confirmed; the key
+    /// keeps its id and the id its payload (the broker may hold the message).
+    pub async fn release(&self, claim: &Claim) -> anyhow::Result<()> {
+        let mut invocation = RELEASE.prepare_invoke();
+        invocation.key(self.keys.order(&claim.id));
+        if let Some(key) = &claim.key {
+            invocation.key(self.keys.idempotency(key.as_str()));
+        }
+        invocation.arg(&claim.token);
+        let mut conn = self.pool.get().await?;
+        let _: i64 = invocation.invoke_async(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Records a confirmed order and, for the key's holder, its answer.
+    pub async fn accept(&self, claim: &Claim, response: &StoredResponse) -> anyhow::Result<()> {
+        let mut invocation = ACCEPT.prepare_invoke();
+        invocation
+            .key(self.keys.order(&claim.id))
+            .key(self.keys.counters())
+            .key(self.keys.recent_orders());
+        if let Some(key) = &claim.key {
+            invocation.key(self.keys.idempotency(key.as_str()));
+        }
+        invocation
+            .arg(&claim.token)
+            .arg(response.status)
+            .arg(&response.body)
+            .arg(self.lifetimes.done.as_millis() as u64)
+            .arg(claim.id.as_str())
+            .arg(RECENT_ORDERS);
+        let mut conn = self.pool.get().await?;
+        let _: i64 = invocation.invoke_async(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> IdempotencyKey {
+        IdempotencyKey::parse_header("k").unwrap()
+    }
+
+    fn reply(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_claim_carries_the_id_key_and_token() {
+        let action = Intake::from_reply(Some(&key()), "t1".into(), &reply(&["process", "o-1"])).unwrap();
+        assert_eq!(
+            action,
+            Intake::Process(Claim {
+                id: OrderId::parse("o-1").unwrap(),
+                key: Some(key()),
+                token: "t1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn finished_requests_replay_and_accepted_ids_are_the_same_order() {
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["replay", "202", "{\"id\":\"o\"}"])).unwrap(),
+            Intake::Replay(StoredResponse {
+                status: 202,
+                body: "{\"id\":\"o\"}".into()
+            })
+        );
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["accepted", "o"])).unwrap(),
+            Intake::Accepted(OrderId::parse("o").unwrap())
+        );
+    }
+
+    #[test]
+    fn conflicts_wait_at_least_a_second() {
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["conflict", "250"])).unwrap(),
+            Intake::Conflict {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["conflict", "29500"])).unwrap(),
+            Intake::Conflict {
+                retry_after: Duration::from_millis(29_500)
+            }
+        );
+    }
+
+    #[test]
+    fn mismatches_id_conflicts_and_garbage() {
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["mismatch"])).unwrap(),
+            Intake::Mismatch
+        );
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["id_conflict", "o3"])).unwrap(),
+            Intake::IdConflict(OrderId::parse("o3").unwrap())
+        );
+        assert!(Intake::from_reply(None, "t".into(), &reply(&["what"])).is_err());
+        assert!(Intake::from_reply(None, "t".into(), &reply(&["replay", "x", "b"])).is_err());
+        assert!(Intake::from_reply(None, "t".into(), &reply(&["process", "bad id"])).is_err());
+    }
+
+    #[test]
+    fn fingerprint_sees_every_value() {
+        let req = |id: Option<&str>, qty| IntakeRequest {
+            id: id.map(|i| OrderId::parse(i).unwrap()),
+            sku: Sku::parse("s").unwrap(),
+            qty: Quantity::parse(qty, 10).unwrap(),
+        };
+        assert_eq!(req(Some("o"), 1).fingerprint(), req(Some("o"), 1).fingerprint());
+        assert_ne!(req(Some("o"), 1).fingerprint(), req(Some("o"), 2).fingerprint());
+        assert_ne!(req(Some("o"), 1).fingerprint(), req(None, 1).fingerprint());
+    }
+}

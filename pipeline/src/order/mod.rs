@@ -1,0 +1,316 @@
+//! The order record, with one owner: `order:<id>`'s statuses and their
+//! forward-only order, the pipeline counters, and every Redis script that
+//! touches an order, each behind a typed wrapper.
+//!
+//! ```text
+//!              intake.lua            accept.lua             reserve.lua                     notified.lua
+//!  (none) ──────────────> claimed ─────────────> accepted ──┬──────────> reserved ───────────────> notified
+//!   sku, qty bound         (lease)                          ├──────────> rejected (reason)
+//!   to the id forever                                       └──────────> parked (invalid_stock) ──> reserved | rejected
+//!                                                                          after the operator's fix + replay
+//! ```
+//!
+//! An id names one order forever: the first claim binds it to its sku and qty,
+//! and every later stage reads them from the record (never from a message), so
+//! the record, the stock change, the events and the notification always tell
+//! the same story. The scripts share one Lua prelude (`status.lua`) with the
+//! status ranks; a unit test keeps it equal to [`OrderStatus::rank`].
+
+pub mod intake;
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use crate::domain::{OrderId, Quantity, Sku};
+use crate::keys::Keys;
+use crate::messages::{Outcome, RejectReason};
+use crate::store::Pool;
+
+pub use intake::{Claim, Intake, IntakeRequest, Lifetimes, StoredResponse};
+
+/// Where an order is. Statuses only ever move forward ([`OrderStatus::rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    /// The broker confirmed it; not decided yet.
+    Accepted,
+    /// Cannot be decided until an operator fixes its data (`invalid_stock`);
+    /// its message waits in `orders.dlq` for `replay-dlq`.
+    Parked,
+    /// Stock reserved; `order.created` published.
+    Reserved,
+    /// Not reserved (`out_of_stock`, `unknown_sku`); `order.rejected` published.
+    Rejected,
+    /// The customer was told.
+    Notified,
+}
+
+impl OrderStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Accepted,
+        Self::Parked,
+        Self::Reserved,
+        Self::Rejected,
+        Self::Notified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Parked => "parked",
+            Self::Reserved => "reserved",
+            Self::Rejected => "rejected",
+            Self::Notified => "notified",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// A status may only be replaced by one of a higher rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Accepted => 1,
+            Self::Parked => 2,
+            Self::Reserved | Self::Rejected => 3,
+            Self::Notified => 4,
+        }
+    }
+
+    /// Whether the order has reached the end of its path (a rejected or
+    /// notified order changes no more).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Rejected | Self::Notified)
+    }
+}
+
+/// Fields of the `counters` hash, written by the scripts of this module and
+/// the notifier's claim script, read by the dashboard, tests and load tool.
+pub mod counter {
+    /// Distinct orders accepted (by the gateway, or first seen by the processor).
+    pub const ACCEPTED: &str = "accepted";
+    pub const RESERVED: &str = "reserved";
+    pub const REJECTED: &str = "rejected";
+    pub const REJECTED_OUT_OF_STOCK: &str = "rejected_out_of_stock";
+    pub const REJECTED_UNKNOWN_SKU: &str = "rejected_unknown_sku";
+    /// Orders parked right now (status `parked`).
+    pub const PARKED: &str = "parked";
+    /// Messages that disagreed with their order's record (parked, never merged).
+    pub const ANOMALIES: &str = "anomalies";
+    pub const NOTIFIED: &str = "notified";
+    pub const NOTIFICATIONS_SENDING: &str = "notifications_sending";
+    pub const NOTIFICATIONS_FAILED: &str = "notifications_failed";
+
+    /// The counter of rejections for `reason`.
+    pub fn rejected_for(reason: super::RejectReason) -> &'static str {
+        match reason {
+            super::RejectReason::OutOfStock => REJECTED_OUT_OF_STOCK,
+            super::RejectReason::UnknownSku => REJECTED_UNKNOWN_SKU,
+        }
+    }
+}
+
+/// Why an order or a message was parked instead of decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// `inventory:<sku>` holds something that is not an integer.
+    InvalidStock,
+    /// The message names another sku or qty than the order's record.
+    RecordMismatch,
+}
+
+impl ParkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidStock => "invalid_stock",
+            Self::RecordMismatch => "record_mismatch",
+        }
+    }
+}
+
+/// How many ids `recent_orders` keeps.
+pub const RECENT_ORDERS: usize = 100;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("status.lua")))
+}
+
+static INTAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("intake.lua")));
+static ACCEPT: LazyLock<Script> = LazyLock::new(|| script(include_str!("accept.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("release.lua")));
+static RESERVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("reserve.lua")));
+static NOTIFIED: LazyLock<Script> = LazyLock::new(|| script(include_str!("notified.lua")));
+
+/// What [`reserve`] did with an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Decided (now, or before: `fresh` says which). `sku` and `qty` are the
+    /// record's: the event is built from them.
+    Decided {
+        outcome: Outcome,
+        reason: Option<RejectReason>,
+        decided_at_ms: u64,
+        fresh: bool,
+        sku: Sku,
+        qty: Quantity,
+    },
+    /// Not decided: the message must be parked in the DLQ.
+    Parked(ParkReason),
+}
+
+/// Decides the order `id` once, from its record (see `reserve.lua`).
+/// `sku`/`qty` are what the message says; they must match the record.
+pub async fn reserve(
+    pool: &Pool,
+    keys: &Keys,
+    id: &OrderId,
+    sku: &Sku,
+    qty: Quantity,
+    message_id: &str,
+) -> anyhow::Result<Verdict> {
+    let mut conn = pool.get().await?;
+    let reply: (String, String, String, u8, String, String) = RESERVE
+        .key(keys.order(id))
+        .key(keys.inventory(sku))
+        .key(keys.counters())
+        .key(keys.recent_orders())
+        .key(keys.anomalies())
+        .arg(sku.as_str())
+        .arg(qty.get())
+        .arg(message_id)
+        .arg(RECENT_ORDERS)
+        .arg(id.as_str())
+        .invoke_async(&mut *conn)
+        .await?;
+    parse_verdict(reply)
+}
+
+fn parse_verdict(
+    (outcome, reason, at, fresh, sku, qty): (String, String, String, u8, String, String),
+) -> anyhow::Result<Verdict> {
+    let outcome = match outcome.as_str() {
+        "reserved" => Outcome::Reserved,
+        "rejected" => Outcome::Rejected,
+        "parked" => return Ok(Verdict::Parked(ParkReason::InvalidStock)),
+        "mismatch" => return Ok(Verdict::Parked(ParkReason::RecordMismatch)),
+        other => anyhow::bail!("reserve.lua returned an unknown outcome {other:?}"),
+    };
+    let reason = match reason.as_str() {
+        "" => None,
+        r => Some(RejectReason::parse(r).ok_or_else(|| anyhow::anyhow!("unknown reason {r:?}"))?),
+    };
+    let qty: u32 = qty
+        .parse()
+        .map_err(|_| anyhow::anyhow!("order record holds qty {qty:?}"))?;
+    Ok(Verdict::Decided {
+        outcome,
+        reason,
+        decided_at_ms: at.parse().unwrap_or(0),
+        fresh: fresh == 1,
+        sku: Sku::parse(&sku).map_err(|e| anyhow::anyhow!("order record holds {e}"))?,
+        qty: Quantity::try_from(qty).map_err(|e| anyhow::anyhow!("order record holds {e}"))?,
+    })
+}
+
+/// The end of one notification attempt, for [`record_notification`].
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// `true` when the sink took the notification.
+    pub sent: bool,
+    /// The claim token of the notifier that sent it.
+    pub token: &'a str,
+    pub attempts: u32,
+    pub sink: &'a str,
+    /// The last error, `""` if none.
+    pub error: &'a str,
+}
+
+/// Records a notification attempt (see `notified.lua`); `true` when this call
+/// recorded the send.
+pub async fn record_notification(
+    pool: &Pool,
+    keys: &Keys,
+    id: &OrderId,
+    attempt: &Attempt<'_>,
+) -> anyhow::Result<bool> {
+    let mut conn = pool.get().await?;
+    let recorded: u8 = NOTIFIED
+        .key(keys.notification(id))
+        .key(keys.order(id))
+        .key(keys.counters())
+        .arg(if attempt.sent { "sent" } else { "failed" })
+        .arg(attempt.token)
+        .arg(attempt.attempts)
+        .arg(attempt.sink)
+        .arg(attempt.error)
+        .invoke_async(&mut *conn)
+        .await?;
+    Ok(recorded == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_ranks_mirror_the_rust_ranks() {
+        let prelude = include_str!("status.lua");
+        let line = prelude
+            .lines()
+            .find(|l| l.starts_with("local RANK"))
+            .expect("status.lua defines RANK");
+        for status in OrderStatus::ALL {
+            let entry = format!("{} = {}", status.as_str(), status.rank());
+            assert!(line.contains(&entry), "status.lua lacks {entry:?}: {line}");
+        }
+        assert_eq!(line.matches('=').count(), OrderStatus::ALL.len() + 1);
+    }
+
+    #[test]
+    fn statuses_round_trip_and_only_move_forward() {
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(OrderStatus::Parked.rank() > OrderStatus::Accepted.rank());
+        assert!(OrderStatus::Reserved.rank() > OrderStatus::Parked.rank());
+        assert!(OrderStatus::Notified.rank() > OrderStatus::Reserved.rank());
+        assert_eq!(OrderStatus::parse("pending"), None);
+    }
+
+    fn reply(o: &str, r: &str, fresh: u8) -> (String, String, String, u8, String, String) {
+        (o.into(), r.into(), "42".into(), fresh, "sku-1".into(), "3".into())
+    }
+
+    #[test]
+    fn replies_map_to_verdicts_built_from_the_record() {
+        match parse_verdict(reply("reserved", "", 1)).unwrap() {
+            Verdict::Decided {
+                outcome,
+                reason,
+                decided_at_ms,
+                fresh,
+                sku,
+                qty,
+            } => {
+                assert_eq!((outcome, reason, decided_at_ms, fresh), (Outcome::Reserved, None, 42, true));
+                assert_eq!((sku.as_str(), qty.get()), ("sku-1", 3));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_verdict(reply("rejected", "out_of_stock", 0)).unwrap(),
+            Verdict::Decided { reason: Some(RejectReason::OutOfStock), fresh: false, .. }
+        ));
+        assert_eq!(
+            parse_verdict(reply("parked", "invalid_stock", 1)).unwrap(),
+            Verdict::Parked(ParkReason::InvalidStock)
+        );
+        assert_eq!(
+            parse_verdict(reply("mismatch", "record_mismatch", 1)).unwrap(),
+            Verdict::Parked(ParkReason::RecordMismatch)
+        );
+        assert!(parse_verdict(reply("lost", "", 1)).is_err());
+        assert!(parse_verdict(reply("rejected", "bored", 1)).is_err());
+    }
+}

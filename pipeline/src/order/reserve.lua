@@ -1,0 +1,94 @@
+-- Decides an order exactly once, from its record: reserve its stock, reject
+-- it, or park it.
+--
+-- Guarantees, all in one atomic step:
+--  * the decision is taken from `order:<id>`'s sku and qty; a message that
+--    names other values is an anomaly: nothing changes but the anomaly count
+--    and list ('mismatch'), and the message is parked by the caller;
+--  * an order with no record (published around the gateway) adopts the
+--    message's sku and qty as its record;
+--  * an order already decided returns its recorded decision and changes
+--    nothing (a redelivery never decrements twice, never counts twice);
+--  * stock is decremented only when it covers the whole quantity, so
+--    `inventory:<sku>` never goes below zero, under any concurrency;
+--  * a missing `inventory:<sku>` rejects with `unknown_sku`, too little stock
+--    with `out_of_stock`; a value that is not an integer parks the order
+--    (status `parked`, reason `invalid_stock`) without deciding it, so once
+--    the operator fixes the value a replay decides it;
+--  * the status only moves forward; `counters` counts each decision once
+--    (`reserved`, `rejected`, `rejected_<reason>`), `parked` is the number
+--    of orders parked right now, and `decisions` on the record counts fresh
+--    decisions (always 1: the load ledger checks it).
+--
+-- KEYS[1] order hash, KEYS[2] inventory key, KEYS[3] counters hash,
+-- KEYS[4] recent orders list, KEYS[5] anomalies list
+-- ARGV[1] sku, ARGV[2] qty, ARGV[3] message id, ARGV[4] recent list length,
+-- ARGV[5] order id
+-- Returns {outcome, reason, decided_at_ms, fresh (1|0), sku, qty}
+--   outcome: 'reserved' | 'rejected' | 'parked' | 'mismatch'
+local now = now_ms()
+local rec = redis.call('HMGET', KEYS[1], 'sku', 'qty', 'outcome', 'reason', 'accepted_at', 'status')
+local sku, qty = rec[1], rec[2]
+if sku and (sku ~= ARGV[1] or qty ~= ARGV[2]) then
+  redis.call('HINCRBY', KEYS[3], 'anomalies', 1)
+  redis.call('LPUSH', KEYS[5], cjson.encode({
+    at_ms = now, message_id = ARGV[3], kind = 'mismatch',
+    message = {sku = ARGV[1], qty = tonumber(ARGV[2])},
+    record = {sku = sku, qty = tonumber(qty)},
+  }))
+  redis.call('LTRIM', KEYS[5], 0, 99)
+  return {'mismatch', 'record_mismatch', tostring(now), 1, sku, qty}
+end
+if rec[3] then
+  local at = redis.call('HGET', KEYS[1], rec[3] .. '_at')
+  return {rec[3], rec[4] or '', at or '0', 0, sku, qty}
+end
+if not sku then
+  sku, qty = ARGV[1], ARGV[2]
+  redis.call('HSET', KEYS[1], 'sku', sku, 'qty', qty)
+end
+if not rec[5] then
+  -- The broker had it but the gateway never recorded it (a crash or a confirm
+  -- timeout between the two): it is accepted all the same.
+  redis.call('HSET', KEYS[1], 'accepted_at', tostring(now))
+  redis.call('HINCRBY', KEYS[3], 'accepted', 1)
+  redis.call('LPUSH', KEYS[4], ARGV[5])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+  advance(KEYS[1], 'accepted')
+end
+
+local units = tonumber(qty)
+local stock = redis.call('GET', KEYS[2])
+local outcome, reason = nil, ''
+if not stock then
+  outcome, reason = 'rejected', 'unknown_sku'
+elseif not string.match(stock, '^%-?%d+$') or #stock > 18 then
+  if rec[6] ~= 'parked' then
+    redis.call('HINCRBY', KEYS[3], 'parked', 1)
+  end
+  advance(KEYS[1], 'parked')
+  redis.call('HSET', KEYS[1], 'reason', 'invalid_stock', 'parked_at', tostring(now))
+  return {'parked', 'invalid_stock', tostring(now), 1, sku, qty}
+elseif tonumber(stock) >= units then
+  redis.call('DECRBY', KEYS[2], units)
+  outcome = 'reserved'
+else
+  outcome, reason = 'rejected', 'out_of_stock'
+end
+
+if redis.call('HGET', KEYS[1], 'status') == 'parked' then
+  redis.call('HINCRBY', KEYS[3], 'parked', -1)
+end
+redis.call('HSET', KEYS[1], 'outcome', outcome, outcome .. '_at', tostring(now))
+if reason ~= '' then
+  redis.call('HSET', KEYS[1], 'reason', reason)
+else
+  redis.call('HDEL', KEYS[1], 'reason')
+end
+redis.call('HINCRBY', KEYS[1], 'decisions', 1)
+advance(KEYS[1], outcome)
+redis.call('HINCRBY', KEYS[3], outcome, 1)
+if reason ~= '' then
+  redis.call('HINCRBY', KEYS[3], 'rejected_' .. reason, 1)
+end
+return {outcome, reason, tostring(now), 1, sku, qty}
