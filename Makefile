@@ -26,14 +26,20 @@ test: deps
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	docker-compose -f docker-compose.yml config --quiet
+	docker-compose --env-file .env.example -f docker-compose.yml config --quiet
 
 fmt:
 	cargo fmt --all
 
-## Move messages parked in orders.dlq back to orders.queue (after fixing the cause).
+## Move parked messages back to their work queue (after fixing the cause):
+## QUEUE=orders (orders.dlq -> orders.queue, the default) or QUEUE=notifier.
+QUEUE ?= orders
 replay-dlq:
-	cargo run --release --quiet -p order-processor -- replay-dlq
+	@case "$(QUEUE)" in \
+	  orders|orders.dlq) cargo run --release --quiet -p order-processor -- replay-dlq ;; \
+	  notifier|notifier.dlq) cargo run --release --quiet -p notifier -- replay-dlq ;; \
+	  *) echo "QUEUE must be orders or notifier, got '$(QUEUE)'" >&2; exit 2 ;; \
+	esac
 
 ## The long chaos scenarios (T1-T7 of reliability.md, 20,000 orders each).
 chaos: deps

@@ -8,7 +8,8 @@ use serde::Serialize;
 /// Counts from one run. See `README.md` ("Load and chaos") for each field.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ledger {
-    /// Distinct orders the client tried to place.
+    /// Distinct orders the client tried to place. Every figure below is
+    /// counted from the run's own order and notification records.
     pub sent: u64,
     /// Orders answered 202 (first time or replayed).
     pub accepted: u64,
@@ -23,8 +24,13 @@ pub struct Ledger {
     /// Accepted (or recovered) but never decided, or reserved but never
     /// notified.
     pub lost: u64,
-    /// Stock effects or notifications recorded more than once.
+    /// Orders decided more than once, or notified more than once (from each
+    /// order's own `decisions` and `sends` fields).
     pub duplicated: u64,
+    /// Orders whose record names another sku or qty than this run sent.
+    pub mismatched: u64,
+    /// Orders parked (status `parked`) rather than decided.
+    pub parked: u64,
     /// Orders the client never got a 202 for (timeouts, 503s after retries).
     pub unknown: u64,
     /// Of the unknown, orders the pipeline did accept and process.
@@ -50,6 +56,15 @@ impl Ledger {
         }
         if self.duplicated > 0 {
             v.push(format!("{} effects duplicated", self.duplicated));
+        }
+        if self.mismatched > 0 {
+            v.push(format!(
+                "{} order records name another sku or qty than was sent",
+                self.mismatched
+            ));
+        }
+        if self.parked > 0 {
+            v.push(format!("{} orders parked", self.parked));
         }
         if self.stock_actual != self.stock_expected {
             v.push(format!(
@@ -140,7 +155,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.ledger;
         writeln!(f, "ledger of run {}", self.run_id)?;
-        let rows: [(&str, String); 17] = [
+        let rows: [(&str, String); 19] = [
             ("sent", l.sent.to_string()),
             ("accepted", l.accepted.to_string()),
             (
@@ -153,6 +168,8 @@ impl fmt::Display for Report {
             ("notified", l.notified.to_string()),
             ("lost", l.lost.to_string()),
             ("duplicated", l.duplicated.to_string()),
+            ("record mismatches", l.mismatched.to_string()),
+            ("parked", l.parked.to_string()),
             (
                 "unknown / recovered",
                 format!("{} / {}", l.unknown, l.recovered),

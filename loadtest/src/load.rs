@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use rand::Rng;
+use pipeline::amqp::topology;
 use redis::AsyncCommands;
 
 use crate::ledger::{Latency, Ledger, Report, Sample};
@@ -164,37 +165,47 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     send_all(&config, &http, &shared).await;
     let send_secs = started.elapsed().as_secs_f64();
 
-    // Wait for the pipeline to drain: every accepted order decided, every
-    // reserved one notified.
+    // Wait for the pipeline to drain: every order the client placed (or that
+    // reached the pipeline without a 202) decided, every reserved one
+    // notified — read from the run's own records, so other traffic on the
+    // same stack can neither hurry nor hold up the verdict.
     let accepted = shared.accepted.load(Ordering::Relaxed);
-    let drain = Progress::new("draining", accepted, config.progress);
+    let drain = Progress::new("draining", config.orders, config.progress);
     let deadline = Instant::now() + config.drain_timeout;
+    let mut pending: Vec<u64> = (0..config.orders).collect();
     let mut drained = false;
     while Instant::now() < deadline {
         // A fresh connection each round: Redis may have restarted (chaos T4).
-        let Ok(now) = fresh_counters(&redis, &config).await else {
+        let Ok(mut conn) = redis.get_multiplexed_async_connection().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let delta = |k: &str| {
-            now.get(k).copied().unwrap_or(0) - counters_before.get(k).copied().unwrap_or(0)
+        let seen = shared.seen.lock().expect("lock").clone();
+        let Ok(states) = read_orders(&config, &mut conn, &pending).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         };
-        let decided = (delta("reserved") + delta("rejected")).max(0) as u64;
-        let notified = delta("notified").max(0) as u64;
-        let through = decided - delta("reserved").max(0) as u64 + notified;
-        drain.draw(through.min(accepted), "orders through the pipeline");
-        if decided >= accepted
-            && (!config.expect_notified || notified >= delta("reserved").max(0) as u64)
-        {
+        pending = pending
+            .iter()
+            .zip(states)
+            .filter(|(i, st)| {
+                let client_accepted = seen[**i as usize] == Some(Seen::Accepted);
+                !st.settled(client_accepted, config.expect_notified)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        drain.draw(config.orders - pending.len() as u64, "orders through the pipeline");
+        if pending.is_empty() {
             drained = true;
-            drain.finish(through.min(accepted), "drained");
+            drain.finish(config.orders, "drained");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if !drained {
-        drain.finish(0, "timed out");
+        drain.finish(config.orders - pending.len() as u64, "timed out");
     }
+    let _ = accepted;
     // One more settle for late records beyond the counters (e.g. an order
     // accepted after its client gave up).
     let total_secs = started.elapsed().as_secs_f64();
@@ -203,7 +214,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let samples = std::mem::take(&mut *samples.lock().expect("lock"));
 
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let mut ledger = verify(&config, &mut conn, &shared, &counters_before).await?;
+    let mut ledger = verify(&config, &mut conn, &shared).await?;
     ledger.client_retries = shared.client_retries.load(Ordering::Relaxed);
     ledger.retry_anomalies = shared.retry_anomalies.load(Ordering::Relaxed);
     ledger.dead_lettered = dlq_depth(&config).await.saturating_sub(dlq_before);
@@ -377,12 +388,80 @@ async fn counters(
     Ok(conn.hgetall(config.key("counters")).await?)
 }
 
-/// Reads every order of the run back from Redis and counts.
+/// What the run's own records say about one order.
+#[derive(Debug, Default)]
+struct OrderState {
+    accepted_at: Option<String>,
+    outcome: Option<String>,
+    reason: Option<String>,
+    sku: Option<String>,
+    qty: Option<String>,
+    status: Option<String>,
+    /// Fresh decisions `reserve.lua` took (more than one is a duplicate).
+    decisions: u64,
+    notification: Option<String>,
+    /// Sends that reached the sink (more than one is a duplicate).
+    sends: u64,
+}
+
+impl OrderState {
+    /// Nothing more will happen to it: decided (and notified, if reserved and
+    /// notifications are expected), or never in the pipeline at all.
+    fn settled(&self, client_accepted: bool, expect_notified: bool) -> bool {
+        match self.outcome.as_deref() {
+            Some("reserved") => !expect_notified || self.notification.as_deref() == Some("sent"),
+            Some(_) => true,
+            None => !client_accepted && self.accepted_at.is_none(),
+        }
+    }
+}
+
+/// Reads the records of orders `ids` (indexes into the run), pipelined.
+async fn read_orders(
+    config: &LoadConfig,
+    conn: &mut redis::aio::MultiplexedConnection,
+    ids: &[u64],
+) -> anyhow::Result<Vec<OrderState>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let id = config.order_id(i);
+            pipe.cmd("HMGET")
+                .arg(config.key(&format!("order:{id}")))
+                .arg(&["accepted_at", "outcome", "reason", "sku", "qty", "status", "decisions"]);
+            pipe.cmd("HMGET")
+                .arg(config.key(&format!("notification:{id}")))
+                .arg(&["status", "sends"]);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        for pair in replies.chunks(2) {
+            let mut o: Vec<Option<String>> = redis::from_redis_value(pair[0].clone())?;
+            let mut n: Vec<Option<String>> = redis::from_redis_value(pair[1].clone())?;
+            let count = |v: Option<String>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.push(OrderState {
+                decisions: count(o[6].take()),
+                status: o[5].take(),
+                qty: o[4].take(),
+                sku: o[3].take(),
+                reason: o[2].take(),
+                outcome: o[1].take(),
+                accepted_at: o[0].take(),
+                sends: count(n[1].take()),
+                notification: n[0].take(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every order of the run back from its own records and counts. No
+/// global counter is consulted: unrelated traffic cannot fake or hide a
+/// violation.
 async fn verify(
     config: &LoadConfig,
     conn: &mut redis::aio::MultiplexedConnection,
     shared: &Shared,
-    before: &HashMap<String, i64>,
 ) -> anyhow::Result<Ledger> {
     let seen = shared.seen.lock().expect("lock").clone();
     let mut ledger = Ledger {
@@ -390,69 +469,52 @@ async fn verify(
         ..Ledger::default()
     };
     let mut reserved_per_sku: HashMap<String, i64> = HashMap::new();
-    for chunk_start in (0..config.orders).step_by(500) {
-        let ids: Vec<u64> = (chunk_start..(chunk_start + 500).min(config.orders)).collect();
-        let mut pipe = redis::pipe();
-        for &i in &ids {
-            let id = config.order_id(i);
-            pipe.cmd("HMGET")
-                .arg(config.key(&format!("order:{id}")))
-                .arg(&["accepted_at", "outcome", "reason", "sku"]);
-            pipe.cmd("HGET")
-                .arg(config.key(&format!("notification:{id}")))
-                .arg("status");
+    let all: Vec<u64> = (0..config.orders).collect();
+    let states = read_orders(config, conn, &all).await?;
+    for (i, st) in all.iter().zip(states) {
+        let client_accepted = seen[*i as usize] == Some(Seen::Accepted);
+        if client_accepted {
+            ledger.accepted += 1;
+        } else {
+            ledger.unknown += 1;
+            if st.accepted_at.is_some() {
+                ledger.recovered += 1;
+            }
         }
-        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-        for (n, &i) in ids.iter().enumerate() {
-            let fields: Vec<Option<String>> = redis::from_redis_value(replies[2 * n].clone())?;
-            let notification: Option<String> = redis::from_redis_value(replies[2 * n + 1].clone())?;
-            let (accepted_at, outcome, reason, sku) = (
-                &fields[0],
-                fields[1].as_deref(),
-                fields[2].as_deref(),
-                &fields[3],
-            );
-            let client_accepted = seen[i as usize] == Some(Seen::Accepted);
-            if client_accepted {
-                ledger.accepted += 1;
-            } else {
-                ledger.unknown += 1;
-                if accepted_at.is_some() {
-                    ledger.recovered += 1;
+        let in_pipeline = client_accepted || st.accepted_at.is_some();
+        // One order, one story: the record holds what this run sent.
+        if st.sku.is_some()
+            && (st.sku.as_deref() != Some(config.sku(*i).as_str()) || st.qty.as_deref() != Some("1"))
+        {
+            ledger.mismatched += 1;
+        }
+        if st.decisions > 1 {
+            ledger.duplicated += 1;
+        }
+        if st.sends > 1 {
+            ledger.duplicated += 1;
+        }
+        match st.outcome.as_deref() {
+            Some("reserved") => {
+                ledger.reserved += 1;
+                if let Some(sku) = &st.sku {
+                    *reserved_per_sku.entry(sku.clone()).or_default() += 1;
+                }
+                if st.notification.as_deref() == Some("sent") {
+                    ledger.notified += 1;
+                } else if config.expect_notified {
+                    ledger.lost += 1;
                 }
             }
-            let in_pipeline = client_accepted || accepted_at.is_some();
-            match outcome {
-                Some("reserved") => {
-                    ledger.reserved += 1;
-                    if let Some(sku) = sku {
-                        *reserved_per_sku.entry(sku.clone()).or_default() += 1;
-                    }
-                    if notification.as_deref() == Some("sent") {
-                        ledger.notified += 1;
-                    } else if config.expect_notified {
-                        ledger.lost += 1;
-                    }
-                }
-                Some("rejected") => match reason {
-                    Some("unknown_sku") => ledger.rejected_unknown_sku += 1,
-                    _ => ledger.rejected_out_of_stock += 1,
-                },
-                _ if in_pipeline => ledger.lost += 1,
-                _ => {}
-            }
+            Some("rejected") => match st.reason.as_deref() {
+                Some("unknown_sku") => ledger.rejected_unknown_sku += 1,
+                _ => ledger.rejected_out_of_stock += 1,
+            },
+            _ if st.status.as_deref() == Some("parked") => ledger.parked += 1,
+            _ if in_pipeline => ledger.lost += 1,
+            _ => {}
         }
     }
-    // Counters move once per effect; more than the orders account for is a
-    // duplicate.
-    let now = counters(conn, config).await?;
-    let delta = |k: &str| {
-        (now.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0)).max(0) as u64
-    };
-    ledger.duplicated = delta("reserved").saturating_sub(ledger.reserved)
-        + delta("rejected")
-            .saturating_sub(ledger.rejected_out_of_stock + ledger.rejected_unknown_sku)
-        + delta("notified").saturating_sub(ledger.notified);
     // Stock arithmetic over the run's SKUs.
     let initial = config.stock_per_sku();
     ledger.stock_min = i64::MAX;
@@ -475,7 +537,7 @@ async fn dlq_depth(config: &LoadConfig) -> u64 {
         return 0;
     };
     let mut total = 0;
-    for q in ["orders.dlq", "notifier.dlq"] {
+    for q in [topology::ORDERS_DLQ, topology::NOTIFIER_DLQ] {
         let Ok(ch) = conn.create_channel().await else {
             break;
         };

@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod process;
-pub mod replay;
 
 use std::net::SocketAddr;
 

@@ -24,20 +24,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
         }
         ["replay-dlq", rest @ ..] => {
-            let limit = match rest {
-                [] => None,
-                ["--limit", n] => Some(n.parse().map_err(|_| {
-                    anyhow::anyhow!("--limit expects a whole number, got {n:?}\n{USAGE}")
-                })?),
-                _ => anyhow::bail!(USAGE),
-            };
-            let config = ProcessorConfig::from_env()?;
-            let shutdown = pipeline::shutdown::on_signal();
-            let broker = pipeline::amqp::Broker::connect(config.broker, shutdown).await?;
-            let moved = order_processor::replay::replay_dlq(&broker, limit).await?;
-            broker.close().await;
-            println!("moved {moved} message(s) from orders.dlq back to orders.queue");
-            Ok(())
+            let broker = pipeline::config::BrokerConfig::from_env("order-processor-replay-dlq")?;
+            pipeline::amqp::replay::run_command(
+                broker,
+                pipeline::amqp::replay::Parked::Orders,
+                rest,
+                USAGE,
+            )
+            .await
         }
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");

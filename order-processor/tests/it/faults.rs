@@ -73,7 +73,7 @@ async fn a_message_that_keeps_failing_is_parked_and_replay_dlq_brings_it_back() 
 
     // The operator fixes the stock and replays the DLQ.
     w.set_stock("broken", 3).await;
-    let moved = order_processor::replay::replay_dlq(&w.broker, None)
+    let moved = pipeline::amqp::replay::replay_dlq(&w.broker, pipeline::amqp::replay::Parked::Orders, None)
         .await
         .unwrap();
     assert_eq!(moved, 1);

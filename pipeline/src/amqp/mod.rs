@@ -3,6 +3,7 @@
 
 mod broker;
 mod consumer;
+pub mod replay;
 pub mod topology;
 
 pub use broker::{Broker, Link, Outgoing, PublishError};
