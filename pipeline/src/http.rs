@@ -161,7 +161,11 @@ pub async fn problems_everywhere(req: Request, next: Next) -> Response {
                 .get(header::ALLOW)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            format!("{method} is not allowed on {path}; allowed: {allowed}")
+            if allowed.is_empty() {
+                format!("{method} is not allowed on {path}")
+            } else {
+                format!("{method} is not allowed on {path}; allowed: {allowed}")
+            }
         }
         s if s.is_server_error() => {
             if !text.is_empty() {

@@ -2,6 +2,8 @@
 
 mod failover;
 mod faults;
+mod hardening;
 mod helpers;
+mod identity;
 mod intake;
 mod validation;

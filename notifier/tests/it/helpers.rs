@@ -131,3 +131,94 @@ async fn receive(
     });
     StatusCode::from_u16(answered).unwrap()
 }
+
+/// Gateway, processor and notifier (webhook sink to `rx`) under one test's
+/// prefixes, in this process.
+pub struct Pipeline {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    notifier: RunningNotifier,
+}
+
+impl Pipeline {
+    pub async fn start(w: &World, rx: &Receiver) -> Self {
+        let notifier = RunningNotifier::start(test_config(&w.prefix, rx.sink()), None).await;
+        let shutdown = CancellationToken::new();
+        let processor = order_processor::Processor::build(
+            order_processor::ProcessorConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                broker: testkit::broker_config(&w.prefix, "order-processor-test"),
+                redis: testkit::redis_config(&w.prefix),
+                http: testkit::http_limits(),
+                prefetch: 32,
+                transient_retry: Duration::from_secs(10),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let gateway = api_gateway::Application::build(
+            api_gateway::GatewayConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
+                redis: testkit::redis_config(&w.prefix),
+                http: testkit::http_limits(),
+                request_timeout: Duration::from_secs(5),
+                lifetimes: api_gateway::idempotency::Lifetimes {
+                    lease: Duration::from_secs(30),
+                    done: Duration::from_secs(600),
+                },
+                max_qty: 1000,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{}", gateway.local_addr());
+        let tasks = vec![
+            tokio::spawn(processor.run_until_stopped()),
+            tokio::spawn(gateway.run_until_stopped()),
+        ];
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            shutdown,
+            tasks,
+            notifier,
+        }
+    }
+
+    /// POSTs `body` (with `key` as `Idempotency-Key`, if any).
+    pub async fn post(&self, body: &str, key: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/orders", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn order(&self, id: &str) -> serde_json::Value {
+        self.client
+            .get(format!("{}/orders/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.unwrap().unwrap();
+        }
+        self.notifier.stop().await;
+    }
+}

@@ -2,5 +2,6 @@
 //! receiver.
 
 mod helpers;
+mod identity;
 mod notifying;
 mod pipeline;
