@@ -147,7 +147,49 @@ async fn a_refusing_receiver_parks_the_event_with_the_error_visible() {
     assert_eq!(status["status"], "failed");
     assert!(status["last_error"].contains("400"), "{status:?}");
     assert_eq!(w.counter("notified").await, 0);
+
+    // The receiver is fixed; the operator replays notifier.dlq.
+    let moved = pipeline::amqp::replay::replay_dlq(
+        &w.broker,
+        pipeline::amqp::replay::Parked::Notifications,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved, 1);
+    eventually(Duration::from_secs(30), "the replayed notification sent", || async {
+        w.counter("notified").await == 1
+    })
+    .await;
+    assert_eq!(notification(&mut w, "refused").await["status"], "sent");
+    assert_eq!(rx.calls().len(), 2, "one refused call, one accepted");
+    assert_eq!(testkit::queue_depth(&w.queue("notifier.dlq")).await, 0);
     n.stop().await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_retried_claim_finds_its_own_token() {
+    // A claim whose reply was lost is retried with the same token: it must be
+    // recognised as ours, not as another instance's live claim.
+    let mut w = World::new().await;
+    let claim = redis::Script::new(include_str!("../../src/claim.lua"));
+    let key = w.key("notification:own-token");
+    let counters = w.key("counters");
+    for (token, expected) in [("t1", "claimed"), ("t1", "claimed"), ("t2", "busy")] {
+        let reply: Vec<String> = claim
+            .key(&key)
+            .key(&counters)
+            .arg(token)
+            .arg(30_000)
+            .arg("own-token:created")
+            .arg("log")
+            .invoke_async(&mut w.redis)
+            .await
+            .unwrap();
+        assert_eq!(reply[0], expected, "token {token}");
+    }
+    assert_eq!(w.counter("notifications_sending").await, 1, "claimed once");
     w.finish().await;
 }
 

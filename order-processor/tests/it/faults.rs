@@ -52,34 +52,56 @@ async fn orders_wait_out_a_redis_outage_and_are_then_processed_once() {
 }
 
 #[tokio::test]
-async fn a_message_that_keeps_failing_is_parked_and_replay_dlq_brings_it_back() {
+async fn a_non_integer_stock_value_parks_the_order_at_once_and_replay_completes_it() {
+    use pipeline::amqp::replay::{Parked, replay_dlq};
     let mut w = World::new().await;
-    // Not an integer: the script refuses it, every try fails.
-    let key = w.key("inventory:broken");
-    let _: () = redis::AsyncCommands::set(&mut w.redis, key, "lots")
-        .await
-        .unwrap();
-    let mut config = w.config();
-    config.transient_retry = Duration::from_millis(100);
-    let p = RunningProcessor::start(config).await;
+    // An operator's typo and a fraction: neither is a transient failure.
+    for (sku, value) in [("broken", "abc"), ("fraction", "10.5")] {
+        let key = w.key(&format!("inventory:{sku}"));
+        let _: () = redis::AsyncCommands::set(&mut w.redis, key, value)
+            .await
+            .unwrap();
+    }
+    let p = RunningProcessor::start(w.config()).await;
     w.publish_order("stuck", "broken", 1).await;
-    eventually(
-        Duration::from_secs(60),
-        "the order parked after DELIVERY_LIMIT tries",
-        || async { testkit::queue_depth(&w.queue("orders.dlq")).await == 1 },
-    )
+    w.publish_order("split", "fraction", 20).await;
+    eventually(Duration::from_secs(30), "both orders parked", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 2
+    })
     .await;
-    assert_eq!(w.counter("reserved").await, 0);
+    for id in ["stuck", "split"] {
+        let order = w.order(id).await;
+        assert_eq!(order["status"], "parked", "{id}: {order:?}");
+        assert_eq!(order["reason"], "invalid_stock", "{id}: {order:?}");
+    }
+    assert_eq!(w.counter("parked").await, 2);
+    assert_eq!(w.counter("rejected").await, 0, "10.5 is not out_of_stock");
+    let metrics = p.metrics().await;
+    assert!(
+        !metrics.contains("transient_failures_total"),
+        "parked at once, never retried as transient: {metrics}"
+    );
 
-    // The operator fixes the stock and replays the DLQ.
+    // Replayed while still broken: each message moves once and parks again;
+    // the replay does not chase its own tail.
+    assert_eq!(replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(), 2);
+    eventually(Duration::from_secs(30), "both parked again", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 2
+    })
+    .await;
+    assert_eq!(w.counter("parked").await, 2, "parked orders are counted once");
+
+    // The operator fixes the values and replays the DLQ.
     w.set_stock("broken", 3).await;
-    let moved = pipeline::amqp::replay::replay_dlq(&w.broker, pipeline::amqp::replay::Parked::Orders, None)
-        .await
-        .unwrap();
-    assert_eq!(moved, 1);
-    w.await_decided(1, Duration::from_secs(30)).await;
+    w.set_stock("fraction", 10).await;
+    assert_eq!(replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(), 2);
+    w.await_decided(2, Duration::from_secs(30)).await;
     assert_eq!(w.order("stuck").await["status"], "reserved");
+    assert!(w.order("stuck").await.get("reason").is_none());
+    assert_eq!(w.order("split").await["status"], "rejected");
+    assert_eq!(w.order("split").await["reason"], "out_of_stock");
     assert_eq!(w.stock("broken").await, Some(2));
+    assert_eq!(w.counter("parked").await, 0);
     assert_eq!(testkit::queue_depth(&w.queue("orders.dlq")).await, 0);
     p.stop().await;
     w.finish().await;

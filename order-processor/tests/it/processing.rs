@@ -225,3 +225,51 @@ pub fn processed(metrics: &str, outcome: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+#[tokio::test]
+async fn a_message_that_disagrees_with_the_record_is_parked_and_never_merged() {
+    let mut w = World::new().await;
+    w.set_stock("a", 10).await;
+    w.set_stock("b", 10).await;
+    // The gateway accepted m1 as 1 x a.
+    let key = w.key("order:m1");
+    let _: () = redis::AsyncCommands::hset_multiple(
+        &mut w.redis,
+        key,
+        &[("sku", "a"), ("qty", "1"), ("status", "accepted"), ("accepted_at", "1")],
+    )
+    .await
+    .unwrap();
+    let p = RunningProcessor::start(w.config()).await;
+    // A message naming m1 with another payload: an anomaly.
+    w.publish_order("m1", "b", 5).await;
+    eventually(Duration::from_secs(30), "the anomaly parked", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 1
+    })
+    .await;
+    assert_eq!(w.counter("anomalies").await, 1);
+    assert_eq!(w.stock("b").await, Some(10), "the disagreeing message moved no stock");
+    assert!(w.order("m1").await.get("outcome").is_none(), "nothing decided from it");
+    let mut redis = w.redis.clone();
+    let listed: Vec<String> = redis::AsyncCommands::lrange(&mut redis, w.key("anomalies"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].contains("\"message_id\":\"m1\""), "{listed:?}");
+
+    // The real message is decided from the record.
+    w.publish_order("m1", "a", 1).await;
+    w.await_decided(1, Duration::from_secs(30)).await;
+    let order = w.order("m1").await;
+    assert_eq!((order["status"].as_str(), order["sku"].as_str()), ("reserved", "a"));
+    assert_eq!(w.stock("a").await, Some(9));
+    eventually(Duration::from_secs(10), "the event, built from the record", || async {
+        testkit::queue_depth(&w.queue("notifier.queue")).await == 1
+    })
+    .await;
+    let events = testkit::drain(&w.queue("notifier.queue")).await;
+    let event: serde_json::Value = serde_json::from_slice(&events[0].delivery.data).unwrap();
+    assert_eq!((event["sku"].as_str(), event["qty"].as_u64()), (Some("a"), Some(1)));
+    p.stop().await;
+    w.finish().await;
+}
