@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use pipeline::store::Pool;
 use pipeline::amqp::Broker;
 use pipeline::keys::Keys;
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
+use pipeline::store::Pool;
 
 use crate::config::GatewayConfig;
 use crate::idempotency::Store;

@@ -40,7 +40,13 @@ impl DashboardConfig {
             low_stock: parse_or("LOW_STOCK", 10)?,
             inventory_rescan: secs_or("INVENTORY_RESCAN_SECS", 30)?,
             sse_max_clients: match parse_or("SSE_MAX_CLIENTS", 64)? {
-                0 => return Err(ConfigError::new("SSE_MAX_CLIENTS", "0", "must be at least 1")),
+                0 => {
+                    return Err(ConfigError::new(
+                        "SSE_MAX_CLIENTS",
+                        "0",
+                        "must be at least 1",
+                    ));
+                }
                 n => n,
             },
         })

@@ -22,7 +22,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use pipeline::store::Pool;
 use futures_util::Stream;
 use pipeline::amqp::Broker;
 use pipeline::domain::OrderId;
@@ -30,6 +29,7 @@ use pipeline::http::Problem;
 use pipeline::keys::Keys;
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
+use pipeline::store::Pool;
 use serde::Serialize;
 
 use tokio::sync::watch;

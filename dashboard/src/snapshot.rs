@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pipeline::store::Pool;
 use futures_util::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -11,6 +10,7 @@ use pipeline::domain::OrderId;
 use pipeline::keys::Keys;
 use pipeline::messages::RejectReason;
 use pipeline::order::counter;
+use pipeline::store::Pool;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;

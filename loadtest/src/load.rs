@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use rand::Rng;
 use pipeline::amqp::topology;
+use rand::Rng;
 use redis::AsyncCommands;
 
 use crate::ledger::{Latency, Ledger, Report, Sample};
@@ -194,7 +194,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             })
             .map(|(i, _)| *i)
             .collect();
-        drain.draw(config.orders - pending.len() as u64, "orders through the pipeline");
+        drain.draw(
+            config.orders - pending.len() as u64,
+            "orders through the pipeline",
+        );
         if pending.is_empty() {
             drained = true;
             drain.finish(config.orders, "drained");
@@ -429,7 +432,15 @@ async fn read_orders(
             let id = config.order_id(i);
             pipe.cmd("HMGET")
                 .arg(config.key(&format!("order:{id}")))
-                .arg(&["accepted_at", "outcome", "reason", "sku", "qty", "status", "decisions"]);
+                .arg(&[
+                    "accepted_at",
+                    "outcome",
+                    "reason",
+                    "sku",
+                    "qty",
+                    "status",
+                    "decisions",
+                ]);
             pipe.cmd("HMGET")
                 .arg(config.key(&format!("notification:{id}")))
                 .arg(&["status", "sends"]);
@@ -484,7 +495,8 @@ async fn verify(
         let in_pipeline = client_accepted || st.accepted_at.is_some();
         // One order, one story: the record holds what this run sent.
         if st.sku.is_some()
-            && (st.sku.as_deref() != Some(config.sku(*i).as_str()) || st.qty.as_deref() != Some("1"))
+            && (st.sku.as_deref() != Some(config.sku(*i).as_str())
+                || st.qty.as_deref() != Some("1"))
         {
             ledger.mismatched += 1;
         }

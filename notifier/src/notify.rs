@@ -20,11 +20,11 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use pipeline::store::Pool;
 use lapin::message::Delivery;
 use pipeline::amqp::{Disposition, header};
 use pipeline::keys::Keys;
 use pipeline::messages::{OrderEvent, Outcome};
+use pipeline::store::Pool;
 use pipeline::trace::TraceParent;
 use redis::Script;
 use tokio_util::sync::CancellationToken;

@@ -23,11 +23,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline::store::Pool;
 use lapin::message::Delivery;
 use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
 use pipeline::keys::Keys;
 use pipeline::messages::{OrderEvent, OrderPlaced};
+use pipeline::store::Pool;
 use pipeline::trace::TraceParent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +89,11 @@ impl Handler {
             .as_ref()
             .map(|m| m.to_string())
             .unwrap_or_else(|| order.id.to_string());
-        match self.process(&order, &message_id, &trace).instrument(span).await {
+        match self
+            .process(&order, &message_id, &trace)
+            .instrument(span)
+            .await
+        {
             Ok(Processed::Decided { outcome, fresh }) => {
                 let outcome = if fresh { outcome } else { "replayed" };
                 metrics::counter!("orders_processed_total", "outcome" => outcome).increment(1);
@@ -128,7 +132,9 @@ impl Handler {
         trace: &TraceParent,
     ) -> anyhow::Result<Processed> {
         let verdict = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            reserve(&self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id)
+            reserve(
+                &self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id,
+            )
         })
         .await?;
         let (outcome, reason, decided_at_ms, fresh, sku, qty) = match verdict {

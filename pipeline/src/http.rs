@@ -126,13 +126,10 @@ pub async fn problems_everywhere(req: Request, next: Next) -> Response {
         return res;
     }
     // A problem already, or a deliberate JSON answer (a degraded `/health`).
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| {
-            let ct = ct.as_bytes();
-            ct.starts_with(b"application/problem+json") || ct.starts_with(b"application/json")
-        });
+    let is_json = res.headers().get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.starts_with(b"application/problem+json") || ct.starts_with(b"application/json")
+    });
     if is_json {
         return res;
     }

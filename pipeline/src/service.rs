@@ -8,9 +8,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use crate::store::Pool;
 use anyhow::Context;
 use axum::Router;
-use crate::store::Pool;
 use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

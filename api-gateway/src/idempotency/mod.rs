@@ -3,6 +3,4 @@
 //! the tests share one definition of what a claimed, accepted or conflicting
 //! order is.
 
-pub use pipeline::order::intake::{
-    Claim, Intake, IntakeRequest, Lifetimes, Store, StoredResponse,
-};
+pub use pipeline::order::intake::{Claim, Intake, IntakeRequest, Lifetimes, Store, StoredResponse};

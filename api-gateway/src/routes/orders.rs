@@ -102,7 +102,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn create_order(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+async fn create_order(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
     let (parts, body) = request.into_parts();
     let headers = parts.headers.clone();

@@ -97,7 +97,9 @@ async fn connections_over_the_cap_are_answered_503() {
     for _ in 0..2 {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
         // A full request, so the connection is surely accepted and counted.
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = [0u8; 12];
         s.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"HTTP/1.1 200");
@@ -106,13 +108,21 @@ async fn connections_over_the_cap_are_answered_503() {
     let mut third = TcpStream::connect(app.addr).await.unwrap();
     let answer = read_until_closed(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("/problems/too-many-connections"), "{answer}");
+    assert!(
+        answer.contains("/problems/too-many-connections"),
+        "{answer}"
+    );
     drop(held);
     app.stop().await;
 }
 
 async fn assert_problem(app: &TestApp, method: reqwest::Method, path: &str, status: u16) -> Value {
-    let res = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
+    let res = app
+        .client
+        .request(method.clone(), app.url(path))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), status, "{method} {path}");
     assert_eq!(
         res.headers()["content-type"],

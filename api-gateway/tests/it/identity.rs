@@ -28,16 +28,40 @@ async fn a_reused_order_id_with_another_payload_is_409_whatever_the_key() {
     let app = spawn_app().await;
     assert_eq!(app.post_order(O3_A, Some("k1")).await.status(), 202);
     let conflict = (409, "/problems/order-id-conflict".to_owned());
-    assert_eq!(problem_type(app.post_order(O3_B, Some("k2")).await).await, conflict);
-    assert_eq!(problem_type(app.post_order(O3_B, None).await).await, conflict);
+    assert_eq!(
+        problem_type(app.post_order(O3_B, Some("k2")).await).await,
+        conflict
+    );
+    assert_eq!(
+        problem_type(app.post_order(O3_B, None).await).await,
+        conflict
+    );
     // Still refused once the first request's key record has expired.
     let mut redis = app.redis().await;
     let _: () = redis.del(app.key("idemp:k1")).await.unwrap();
-    assert_eq!(problem_type(app.post_order(O3_B, Some("k3")).await).await, conflict);
+    assert_eq!(
+        problem_type(app.post_order(O3_B, Some("k3")).await).await,
+        conflict
+    );
 
-    let record: Value = app.client.get(app.url("/orders/o3")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((record["sku"].as_str(), record["qty"].as_u64()), (Some("a"), Some(1)));
-    assert_eq!(app.queued_orders().await, 1, "the conflicting orders were never published");
+    let record: Value = app
+        .client
+        .get(app.url("/orders/o3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (record["sku"].as_str(), record["qty"].as_u64()),
+        (Some("a"), Some(1))
+    );
+    assert_eq!(
+        app.queued_orders().await,
+        1,
+        "the conflicting orders were never published"
+    );
     app.stop().await;
 }
 
@@ -87,7 +111,10 @@ async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
     };
     // Its lease runs out.
     let mut redis = app.redis().await;
-    let _: () = redis.hset(app.key("idemp:crashed-key"), "lease_until", 0).await.unwrap();
+    let _: () = redis
+        .hset(app.key("idemp:crashed-key"), "lease_until", 0)
+        .await
+        .unwrap();
     let _: () = redis
         .hset(app.key(&format!("order:{}", claim.id)), "claim_until", 0)
         .await
@@ -96,7 +123,11 @@ async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
     let res = app.post_order(body, Some("crashed-key")).await;
     assert_eq!(res.status(), 202);
     let answer: Value = res.json().await.unwrap();
-    assert_eq!(answer["id"], claim.id.as_str(), "the retry publishes the same id");
+    assert_eq!(
+        answer["id"],
+        claim.id.as_str(),
+        "the retry publishes the same id"
+    );
     app.stop().await;
 }
 
@@ -106,13 +137,24 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_id() {
     let body = r#"{"sku":"mag-safe-phone-case","qty":1}"#;
     let conn = testkit::inspector().await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_unbind(app.queue().into(), app.exchange().into(), "order.new".into(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_unbind(
+        app.queue().into(),
+        app.exchange().into(),
+        "order.new".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let res = app.post_order(body, Some("k-503")).await;
     assert_eq!(res.status(), 503);
-    let detail = res.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
-    assert!(detail.contains("may or may not"), "the 503 tells the truth: {detail}");
+    let detail = res.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("may or may not"),
+        "the 503 tells the truth: {detail}"
+    );
     let mut redis = app.redis().await;
     let minted: String = redis.hget(app.key("idemp:k-503"), "id").await.unwrap();
 
@@ -128,7 +170,11 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_id() {
     let retry = app.post_order(body, Some("k-503")).await;
     assert_eq!(retry.status(), 202);
     let retry: Value = retry.json().await.unwrap();
-    assert_eq!(retry["id"], minted.as_str(), "no second order under a new id");
+    assert_eq!(
+        retry["id"],
+        minted.as_str(),
+        "no second order under a new id"
+    );
     let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }
@@ -137,15 +183,33 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_id() {
 async fn header_keys_and_body_ids_never_block_each_other() {
     let app = spawn_app().await;
     // A header key "X" (no body id), then an order whose id is "X".
-    assert_eq!(app.post_order(r#"{"sku":"s","qty":1}"#, Some("X")).await.status(), 202);
-    let res = app.post_order(r#"{"id":"X","sku":"s","qty":2}"#, None).await;
+    assert_eq!(
+        app.post_order(r#"{"sku":"s","qty":1}"#, Some("X"))
+            .await
+            .status(),
+        202
+    );
+    let res = app
+        .post_order(r#"{"id":"X","sku":"s","qty":2}"#, None)
+        .await;
     assert_eq!(res.status(), 202);
-    assert!(res.headers().get("idempotent-replayed").is_none(), "a new order");
+    assert!(
+        res.headers().get("idempotent-replayed").is_none(),
+        "a new order"
+    );
     // And the reverse: an order id "Y", then a header key "Y" for another order.
-    assert_eq!(app.post_order(r#"{"id":"Y","sku":"s","qty":1}"#, None).await.status(), 202);
+    assert_eq!(
+        app.post_order(r#"{"id":"Y","sku":"s","qty":1}"#, None)
+            .await
+            .status(),
+        202
+    );
     let res = app.post_order(r#"{"sku":"t","qty":3}"#, Some("Y")).await;
     assert_eq!(res.status(), 202);
-    assert!(res.headers().get("idempotent-replayed").is_none(), "a new order");
+    assert!(
+        res.headers().get("idempotent-replayed").is_none(),
+        "a new order"
+    );
     assert_eq!(app.queued_orders().await, 4);
     app.stop().await;
 }
@@ -158,8 +222,16 @@ async fn a_claimed_but_unconfirmed_id_is_not_an_order_yet() {
         sku: Sku::parse("s").unwrap(),
         qty: Quantity::parse(1, 1000).unwrap(),
     };
-    assert!(matches!(store(&app).claim(&request, None).await.unwrap(), Intake::Process(_)));
-    let res = app.client.get(app.url("/orders/pending-1")).send().await.unwrap();
+    assert!(matches!(
+        store(&app).claim(&request, None).await.unwrap(),
+        Intake::Process(_)
+    ));
+    let res = app
+        .client
+        .get(app.url("/orders/pending-1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     app.stop().await;
 }

@@ -167,3 +167,93 @@ async fn prometheus_text_passes_promtool() {
     assert!(openmetrics.starts_with("# HELP"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_non_integer_stock_value_is_named_and_its_order_counted_as_parked() {
+    let mut s = Stack::start().await;
+    let key = s.world.key("inventory:typo");
+    let _: () = redis::AsyncCommands::set(&mut s.world.redis, key, "abc")
+        .await
+        .unwrap();
+    assert_eq!(s.post(r#"{"id":"p-1","sku":"typo","qty":1}"#).await, 202);
+    eventually(Duration::from_secs(30), "the order parked", || async {
+        s.metrics_json().await["orders"]["parked"] == 1
+    })
+    .await;
+    let m = s.metrics_json().await;
+    assert_eq!(
+        m["inventory"],
+        serde_json::json!([{"sku": "typo", "units": null, "invalid_value": "abc"}]),
+        "{m}"
+    );
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.dashboard))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("order_pipeline_inventory_invalid{sku=\"typo\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("order_pipeline_orders_parked 1"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn live_pages_are_capped_and_framework_errors_are_problems() {
+    let s = Stack::start().await;
+    // The test stack serves 8 live pages at once.
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let res = s
+            .client
+            .get(format!("{}/events", s.dashboard))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        open.push(res);
+    }
+    let res = s
+        .client
+        .get(format!("{}/events", s.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    drop(open);
+    eventually(Duration::from_secs(10), "a freed slot", || async {
+        s.client
+            .get(format!("{}/events", s.dashboard))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/nowhere", 404),
+        (reqwest::Method::POST, "/metrics", 405),
+        (reqwest::Method::GET, "/orders/%FF", 400),
+    ] {
+        let res = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.dashboard))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+    }
+    s.stop().await;
+}

@@ -382,3 +382,49 @@ async fn fault_t7_oversell_race_reserves_exactly_the_stock() {
     assert_eq!(report.ledger.stock_actual, 0);
     w.cleanup().await;
 }
+
+/// The ledger counts only the run's own orders, from their own records:
+/// another client's orders and a tampered global `counters` hash neither fake
+/// nor hide a violation.
+#[tokio::test]
+async fn ledger_ignores_unrelated_traffic_and_counters() {
+    let w = Wiring::new("ledger-unrelated");
+    let gateway = w.start("api-gateway").await;
+    let _processor = w.start("order-processor").await;
+    let _notifier = w.start("notifier").await;
+    let client = redis::Client::open(w.redis_url.clone()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |k: &str| format!("{}{k}", w.key_prefix());
+    let _: () = redis.set(key("inventory:other-sku"), 1_000).await.unwrap();
+
+    let n = orders().min(300);
+    let load = run(w.load(&gateway, n));
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/orders", gateway.addr);
+    let noise = async {
+        for i in 0..100 {
+            let _ = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"id":"other-{i}","sku":"other-sku","qty":1}}"#))
+                .send()
+                .await;
+            // What a double-counting bug elsewhere would look like.
+            let _: () = redis.hincr(key("counters"), "reserved", 7).await.unwrap();
+            let _: () = redis.hincr(key("counters"), "notified", 7).await.unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(load, noise);
+    let report = report.unwrap();
+    check("ledger-unrelated", &report);
+    assert_eq!(report.ledger.sent, n);
+    assert_eq!(report.ledger.duplicated, 0);
+    assert_eq!(
+        report.ledger.reserved
+            + report.ledger.rejected_out_of_stock
+            + report.ledger.rejected_unknown_sku,
+        report.ledger.accepted + report.ledger.recovered,
+        "only the run's own orders are counted"
+    );
+    w.cleanup().await;
+}

@@ -15,10 +15,19 @@ type Payload = (&'static str, u32);
 
 /// Fires `requests` (body id, payload, key) at once and returns, per id, the
 /// payloads that were answered 202.
-async fn fire(p: &Pipeline, requests: &[(String, Payload, Option<String>)]) -> BTreeMap<String, Vec<Payload>> {
+async fn fire(
+    p: &Pipeline,
+    requests: &[(String, Payload, Option<String>)],
+) -> BTreeMap<String, Vec<Payload>> {
     let sent = requests.iter().map(|(id, (sku, qty), key)| {
         let body = format!(r#"{{"id":"{id}","sku":"{sku}","qty":{qty}}}"#);
-        async move { (id.clone(), (*sku, *qty), p.post(&body, key.as_deref()).await) }
+        async move {
+            (
+                id.clone(),
+                (*sku, *qty),
+                p.post(&body, key.as_deref()).await,
+            )
+        }
     });
     let mut accepted: BTreeMap<String, Vec<Payload>> = BTreeMap::new();
     for (id, payload, res) in futures_util::future::join_all(sent).await {
@@ -45,7 +54,15 @@ async fn assert_one_story(
     for id in accepted.keys() {
         let url = format!("{}/orders/{id}", p.base);
         eventually(Duration::from_secs(30), "the order to be final", || async {
-            let v: serde_json::Value = p.client.get(&url).send().await.unwrap().json().await.unwrap();
+            let v: serde_json::Value = p
+                .client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             v["status"] == "notified" || v["status"] == "rejected"
         })
         .await;
@@ -53,7 +70,10 @@ async fn assert_one_story(
     let mut reserved: HashMap<String, i64> = HashMap::new();
     for (id, payloads) in accepted {
         let v = p.order(id).await;
-        let record = (v["sku"].as_str().unwrap().to_owned(), v["qty"].as_u64().unwrap() as u32);
+        let record = (
+            v["sku"].as_str().unwrap().to_owned(),
+            v["qty"].as_u64().unwrap() as u32,
+        );
         for (sku, qty) in payloads {
             assert_eq!(
                 (sku.to_string(), *qty),
@@ -69,7 +89,11 @@ async fn assert_one_story(
                 .filter(|c| c.body["order_id"] == id.as_str() && c.answered == 200)
                 .collect();
             assert_eq!(calls.len(), 1, "{id}: one notification");
-            assert_eq!(calls[0].body["sku"], record.0.as_str(), "{id}: notification sku");
+            assert_eq!(
+                calls[0].body["sku"],
+                record.0.as_str(),
+                "{id}: notification sku"
+            );
             assert_eq!(calls[0].body["qty"], record.1, "{id}: notification qty");
         }
     }

@@ -157,9 +157,11 @@ async fn a_refusing_receiver_parks_the_event_with_the_error_visible() {
     .await
     .unwrap();
     assert_eq!(moved, 1);
-    eventually(Duration::from_secs(30), "the replayed notification sent", || async {
-        w.counter("notified").await == 1
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the replayed notification sent",
+        || async { w.counter("notified").await == 1 },
+    )
     .await;
     assert_eq!(notification(&mut w, "refused").await["status"], "sent");
     assert_eq!(rx.calls().len(), 2, "one refused call, one accepted");

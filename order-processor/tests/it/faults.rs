@@ -84,20 +84,30 @@ async fn a_non_integer_stock_value_parks_the_order_at_once_and_replay_completes_
 
     // Replayed while still broken: each message moves once and parks again;
     // the replay does not chase its own tail.
-    assert_eq!(replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(), 2);
+    assert_eq!(
+        replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(),
+        2
+    );
     eventually(Duration::from_secs(30), "both parked again", || async {
         testkit::queue_depth(&w.queue("orders.dlq")).await == 2
     })
     .await;
-    assert_eq!(w.counter("parked").await, 2, "parked orders are counted once");
+    assert_eq!(
+        w.counter("parked").await,
+        2,
+        "parked orders are counted once"
+    );
 
     // The operator fixes the values and replays the DLQ.
     w.set_stock("broken", 3).await;
     w.set_stock("fraction", 10).await;
-    assert_eq!(replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(), 2);
+    assert_eq!(
+        replay_dlq(&w.broker, Parked::Orders, None).await.unwrap(),
+        2
+    );
     w.await_decided(2, Duration::from_secs(30)).await;
     assert_eq!(w.order("stuck").await["status"], "reserved");
-    assert!(w.order("stuck").await.get("reason").is_none());
+    assert!(!w.order("stuck").await.contains_key("reason"));
     assert_eq!(w.order("split").await["status"], "rejected");
     assert_eq!(w.order("split").await["reason"], "out_of_stock");
     assert_eq!(w.stock("broken").await, Some(2));

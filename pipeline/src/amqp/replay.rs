@@ -51,7 +51,11 @@ impl Parked {
 
 /// Moves up to `limit` messages (all that were parked at the start when
 /// `None`); returns how many moved.
-pub async fn replay_dlq(broker: &Broker, parked: Parked, limit: Option<u64>) -> anyhow::Result<u64> {
+pub async fn replay_dlq(
+    broker: &Broker,
+    parked: Parked,
+    limit: Option<u64>,
+) -> anyhow::Result<u64> {
     let (dlq, target) = parked.queues(broker);
     let link = broker
         .link_until(Instant::now() + std::time::Duration::from_secs(30))
@@ -126,13 +130,14 @@ pub async fn run_command(
     args: &[&str],
     usage: &str,
 ) -> anyhow::Result<()> {
-    let limit = match args {
-        [] => None,
-        ["--limit", n] => Some(n.parse().map_err(|_| {
-            anyhow::anyhow!("--limit expects a whole number, got {n:?}\n{usage}")
-        })?),
-        _ => anyhow::bail!("{usage}"),
-    };
+    let limit =
+        match args {
+            [] => None,
+            ["--limit", n] => Some(n.parse().map_err(|_| {
+                anyhow::anyhow!("--limit expects a whole number, got {n:?}\n{usage}")
+            })?),
+            _ => anyhow::bail!("{usage}"),
+        };
     let shutdown = crate::shutdown::on_signal();
     let broker = Broker::connect(config, shutdown).await?;
     let (dlq, target) = parked.queues(&broker);

@@ -92,7 +92,11 @@ pub struct StoredResponse {
 
 impl Intake {
     /// Interprets the reply of `intake.lua`.
-    fn from_reply(key: Option<&IdempotencyKey>, token: String, reply: &[String]) -> anyhow::Result<Self> {
+    fn from_reply(
+        key: Option<&IdempotencyKey>,
+        token: String,
+        reply: &[String],
+    ) -> anyhow::Result<Self> {
         let id = |raw: &str| {
             OrderId::parse(raw).map_err(|e| anyhow::anyhow!("intake.lua returned a bad id: {e}"))
         };
@@ -155,7 +159,10 @@ impl Store {
         match self.claim_once(request, key, &candidate, &token).await {
             Ok(reply) => Intake::from_reply(key, token, &reply),
             Err(first) => {
-                tracing::warn!(error = format!("{first:#}"), "intake claim failed, retrying once");
+                tracing::warn!(
+                    error = format!("{first:#}"),
+                    "intake claim failed, retrying once"
+                );
                 let reply = self.claim_once(request, key, &candidate, &token).await?;
                 Intake::from_reply(key, token, &reply)
             }
@@ -238,7 +245,8 @@ mod tests {
 
     #[test]
     fn a_claim_carries_the_id_key_and_token() {
-        let action = Intake::from_reply(Some(&key()), "t1".into(), &reply(&["process", "o-1"])).unwrap();
+        let action =
+            Intake::from_reply(Some(&key()), "t1".into(), &reply(&["process", "o-1"])).unwrap();
         assert_eq!(
             action,
             Intake::Process(Claim {
@@ -252,7 +260,12 @@ mod tests {
     #[test]
     fn finished_requests_replay_and_accepted_ids_are_the_same_order() {
         assert_eq!(
-            Intake::from_reply(None, "t".into(), &reply(&["replay", "202", "{\"id\":\"o\"}"])).unwrap(),
+            Intake::from_reply(
+                None,
+                "t".into(),
+                &reply(&["replay", "202", "{\"id\":\"o\"}"])
+            )
+            .unwrap(),
             Intake::Replay(StoredResponse {
                 status: 202,
                 body: "{\"id\":\"o\"}".into()
@@ -302,8 +315,14 @@ mod tests {
             sku: Sku::parse("s").unwrap(),
             qty: Quantity::parse(qty, 10).unwrap(),
         };
-        assert_eq!(req(Some("o"), 1).fingerprint(), req(Some("o"), 1).fingerprint());
-        assert_ne!(req(Some("o"), 1).fingerprint(), req(Some("o"), 2).fingerprint());
+        assert_eq!(
+            req(Some("o"), 1).fingerprint(),
+            req(Some("o"), 1).fingerprint()
+        );
+        assert_ne!(
+            req(Some("o"), 1).fingerprint(),
+            req(Some("o"), 2).fingerprint()
+        );
         assert_ne!(req(Some("o"), 1).fingerprint(), req(None, 1).fingerprint());
     }
 }

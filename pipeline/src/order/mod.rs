@@ -279,7 +279,14 @@ mod tests {
     }
 
     fn reply(o: &str, r: &str, fresh: u8) -> (String, String, String, u8, String, String) {
-        (o.into(), r.into(), "42".into(), fresh, "sku-1".into(), "3".into())
+        (
+            o.into(),
+            r.into(),
+            "42".into(),
+            fresh,
+            "sku-1".into(),
+            "3".into(),
+        )
     }
 
     #[test]
@@ -293,14 +300,21 @@ mod tests {
                 sku,
                 qty,
             } => {
-                assert_eq!((outcome, reason, decided_at_ms, fresh), (Outcome::Reserved, None, 42, true));
+                assert_eq!(
+                    (outcome, reason, decided_at_ms, fresh),
+                    (Outcome::Reserved, None, 42, true)
+                );
                 assert_eq!((sku.as_str(), qty.get()), ("sku-1", 3));
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             parse_verdict(reply("rejected", "out_of_stock", 0)).unwrap(),
-            Verdict::Decided { reason: Some(RejectReason::OutOfStock), fresh: false, .. }
+            Verdict::Decided {
+                reason: Some(RejectReason::OutOfStock),
+                fresh: false,
+                ..
+            }
         ));
         assert_eq!(
             parse_verdict(reply("parked", "invalid_stock", 1)).unwrap(),
