@@ -169,7 +169,6 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     // reached the pipeline without a 202) decided, every reserved one
     // notified — read from the run's own records, so other traffic on the
     // same stack can neither hurry nor hold up the verdict.
-    let accepted = shared.accepted.load(Ordering::Relaxed);
     let drain = Progress::new("draining", config.orders, config.progress);
     let deadline = Instant::now() + config.drain_timeout;
     let mut pending: Vec<u64> = (0..config.orders).collect();
@@ -208,7 +207,6 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     if !drained {
         drain.finish(config.orders - pending.len() as u64, "timed out");
     }
-    let _ = accepted;
     // One more settle for late records beyond the counters (e.g. an order
     // accepted after its client gave up).
     let total_secs = started.elapsed().as_secs_f64();

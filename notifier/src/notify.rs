@@ -133,12 +133,16 @@ impl Handler {
         {
             return Disposition::Requeue;
         }
-        let (verdict, error) = match &sent.result {
-            Ok(()) => ("sent", String::new()),
-            Err(e) => ("failed", e.to_string()),
+        let error = sent.result.as_ref().err().map(ToString::to_string);
+        let attempt = pipeline::order::Attempt {
+            sent: sent.result.is_ok(),
+            token: &token,
+            attempts: sent.attempts,
+            sink,
+            error: error.as_deref().unwrap_or(""),
         };
         let recorded = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            self.record_once(event, verdict, &token, sent.attempts, &error)
+            pipeline::order::record_notification(&self.pool, &self.keys, &event.id, &attempt)
         })
         .await;
         match (&sent.result, recorded) {
@@ -194,23 +198,5 @@ impl Handler {
             ))),
             other => anyhow::bail!("unexpected claim.lua reply {other:?}"),
         }
-    }
-
-    async fn record_once(
-        &self,
-        event: &OrderEvent,
-        verdict: &str,
-        token: &str,
-        attempts: u32,
-        error: &str,
-    ) -> anyhow::Result<bool> {
-        let attempt = pipeline::order::Attempt {
-            sent: verdict == "sent",
-            token,
-            attempts,
-            sink: self.sink.name(),
-            error,
-        };
-        pipeline::order::record_notification(&self.pool, &self.keys, &event.id, &attempt).await
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
-use crate::idempotency::{Intake, IntakeRequest, StoredResponse};
+use crate::idempotency::{Intake, StoredResponse};
 use crate::startup::AppState;
 
 /// Largest accepted request body.
@@ -26,52 +26,44 @@ pub fn router() -> Router<AppState> {
         .route("/orders/{id}", get(get_order))
 }
 
-/// A valid order request, before an id is assigned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRequest {
-    /// The id the client chose, if any.
-    pub id: Option<OrderId>,
-    pub sku: Sku,
-    pub qty: Quantity,
-}
+/// A valid order request, before an id is assigned: the intake's own type.
+pub use crate::idempotency::IntakeRequest as OrderRequest;
 
-impl OrderRequest {
-    /// Parses a JSON body, naming the offending field on any error.
-    pub fn parse(body: &[u8], max_qty: u32) -> Result<Self, ApiError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        let Value::Object(mut fields) = value else {
-            return Err(invalid("body", "must be a JSON object"));
-        };
-        let id = match fields.remove("id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(OrderId::parse(&s).map_err(ApiError::InvalidField)?),
-            Some(_) => return Err(invalid("id", "must be a string")),
-        };
-        let sku = match fields.remove("sku") {
-            Some(Value::String(s)) => Sku::parse(&s).map_err(ApiError::InvalidField)?,
-            None | Some(Value::Null) => return Err(invalid("sku", "is required")),
-            Some(_) => return Err(invalid("sku", "must be a string")),
-        };
-        let qty = match fields.remove("qty") {
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(q) => Quantity::parse(q, max_qty).map_err(ApiError::InvalidField)?,
-                None if n.is_u64() => {
-                    Quantity::parse(i64::MAX, max_qty).map_err(ApiError::InvalidField)?
-                }
-                None => return Err(invalid("qty", "must be a whole number")),
-            },
-            None | Some(Value::Null) => return Err(invalid("qty", "is required")),
-            Some(_) => return Err(invalid("qty", "must be a whole number")),
-        };
-        if let Some(unknown) = unknown_field(&fields) {
-            return Err(ApiError::InvalidField(InvalidField {
-                field: "body",
-                reason: format!("unknown field {unknown:?}; expected id, sku, qty"),
-            }));
-        }
-        Ok(Self { id, sku, qty })
+/// Parses a `POST /orders` JSON body, naming the offending field on any error.
+pub fn parse_order(body: &[u8], max_qty: u32) -> Result<OrderRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let Value::Object(mut fields) = value else {
+        return Err(invalid("body", "must be a JSON object"));
+    };
+    let id = match fields.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(OrderId::parse(&s).map_err(ApiError::InvalidField)?),
+        Some(_) => return Err(invalid("id", "must be a string")),
+    };
+    let sku = match fields.remove("sku") {
+        Some(Value::String(s)) => Sku::parse(&s).map_err(ApiError::InvalidField)?,
+        None | Some(Value::Null) => return Err(invalid("sku", "is required")),
+        Some(_) => return Err(invalid("sku", "must be a string")),
+    };
+    let qty = match fields.remove("qty") {
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(q) => Quantity::parse(q, max_qty).map_err(ApiError::InvalidField)?,
+            None if n.is_u64() => {
+                Quantity::parse(i64::MAX, max_qty).map_err(ApiError::InvalidField)?
+            }
+            None => return Err(invalid("qty", "must be a whole number")),
+        },
+        None | Some(Value::Null) => return Err(invalid("qty", "is required")),
+        Some(_) => return Err(invalid("qty", "must be a whole number")),
+    };
+    if let Some(unknown) = unknown_field(&fields) {
+        return Err(ApiError::InvalidField(InvalidField {
+            field: "body",
+            reason: format!("unknown field {unknown:?}; expected id, sku, qty"),
+        }));
     }
+    Ok(OrderRequest { id, sku, qty })
 }
 
 fn unknown_field(rest: &Map<String, Value>) -> Option<&str> {
@@ -108,10 +100,19 @@ async fn create_order(
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
     let (parts, body) = request.into_parts();
-    let headers = parts.headers.clone();
-    if !is_json(&headers) {
+    if !is_json(&parts.headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    // Read from the headers before the body takes them back; a bad key is
+    // reported after the body's own errors.
+    let key = idempotency_key(&parts.headers);
+    let trace = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.child())
+        .unwrap_or_else(TraceParent::generate);
     // The whole body within HTTP_BODY_TIMEOUT_MS: a client trickling it byte
     // by byte does not hold the connection (and a handler) for ever.
     let read = Bytes::from_request(Request::from_parts(parts, body), &());
@@ -122,10 +123,21 @@ async fn create_order(
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
             _ => ApiError::MalformedJson(rejection.body_text()),
         })?;
-    let request = OrderRequest::parse(&body, state.max_qty)?;
-    // Only the header is an idempotency key. Without it, a body id is
-    // idempotent through its order record (a separate key space).
-    let key = headers
+    let request = parse_order(&body, state.max_qty)?;
+    let key = key?;
+
+    // Run the intake in its own task: a client that hangs up mid-request must not
+    // cancel it between the claim, the publish and the record.
+    tokio::spawn(intake(state, request, key, trace, deadline))
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?
+}
+
+/// The `Idempotency-Key` header, if any. Only the header is an idempotency
+/// key: without it, a body id is idempotent through its order record (a
+/// separate key space).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    headers
         .get("idempotency-key")
         .map(|raw| {
             let raw = raw.to_str().map_err(|_| {
@@ -136,19 +148,7 @@ async fn create_order(
             })?;
             IdempotencyKey::parse_header(raw).map_err(ApiError::InvalidIdempotencyKey)
         })
-        .transpose()?;
-    let trace = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map(|t| t.child())
-        .unwrap_or_else(TraceParent::generate);
-
-    // Run the intake in its own task: a client that hangs up mid-request must not
-    // cancel it between the claim, the publish and the record.
-    tokio::spawn(intake(state, request, key, trace, deadline))
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?
+        .transpose()
 }
 
 #[tracing::instrument(name = "intake", skip_all, fields(order_id, key = key.as_ref().map(|k| k.as_str()), trace_id = trace.trace_id()))]
@@ -159,14 +159,9 @@ async fn intake(
     trace: TraceParent,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let intake_request = IntakeRequest {
-        id: request.id.clone(),
-        sku: request.sku.clone(),
-        qty: request.qty,
-    };
     let claim = match state
         .store
-        .claim(&intake_request, key.as_ref())
+        .claim(&request, key.as_ref())
         .await
         .map_err(ApiError::StoreUnavailable)?
     {
@@ -198,7 +193,7 @@ async fn intake(
     // The claim bound the id to this sku and qty; the message says the same.
     let message = OrderPlaced {
         id: id.clone(),
-        sku: request.sku.clone(),
+        sku: request.sku,
         qty: request.qty,
         placed_at_ms: now_ms(),
     };
@@ -281,7 +276,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<OrderRequest, ApiError> {
-        OrderRequest::parse(body.as_bytes(), 1000)
+        parse_order(body.as_bytes(), 1000)
     }
 
     fn field_of(err: ApiError) -> &'static str {

@@ -112,6 +112,16 @@ impl TestApp {
         format!("{}{name}", self.config.redis.key_prefix)
     }
 
+    /// The intake records of this app's Redis prefix, as another gateway
+    /// instance would see them (its configured lease and key lifetime).
+    pub fn store(&self) -> api_gateway::idempotency::Store {
+        api_gateway::idempotency::Store::new(
+            pipeline::store::create_pool(&self.config.redis).unwrap(),
+            pipeline::keys::Keys::new(self.config.redis.key_prefix.clone()),
+            self.config.lifetimes,
+        )
+    }
+
     /// Stops the app and deletes its queues.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -1,17 +1,14 @@
 //! Order identity at the gateway: an id names one order forever, whatever the
 //! key; a key remembers the id it minted; keys and ids never block each other.
 
-use std::time::Duration;
-
-use api_gateway::idempotency::{Intake, IntakeRequest, Lifetimes, Store};
+use api_gateway::idempotency::{Intake, IntakeRequest};
 use lapin::options::QueueBindOptions;
 use lapin::types::FieldTable;
 use pipeline::domain::{IdempotencyKey, Quantity, Sku};
-use pipeline::keys::Keys;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::spawn_app;
 
 const O3_A: &str = r#"{"id":"o3","sku":"a","qty":1}"#;
 const O3_B: &str = r#"{"id":"o3","sku":"b","qty":5}"#;
@@ -84,17 +81,6 @@ async fn the_same_id_and_payload_under_another_key_is_the_same_order_replayed() 
     app.stop().await;
 }
 
-fn store(app: &TestApp) -> Store {
-    Store::new(
-        pipeline::store::create_pool(&app.config.redis).unwrap(),
-        Keys::new(app.config.redis.key_prefix.clone()),
-        Lifetimes {
-            lease: Duration::from_secs(30),
-            done: Duration::from_secs(600),
-        },
-    )
-}
-
 #[tokio::test]
 async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
     let app = spawn_app().await;
@@ -106,7 +92,7 @@ async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
         qty: Quantity::parse(1, 1000).unwrap(),
     };
     let key = IdempotencyKey::parse_header("crashed-key").unwrap();
-    let Intake::Process(claim) = store(&app).claim(&request, Some(&key)).await.unwrap() else {
+    let Intake::Process(claim) = app.store().claim(&request, Some(&key)).await.unwrap() else {
         panic!("the first claim processes");
     };
     // Its lease runs out.
@@ -223,7 +209,7 @@ async fn a_claimed_but_unconfirmed_id_is_not_an_order_yet() {
         qty: Quantity::parse(1, 1000).unwrap(),
     };
     assert!(matches!(
-        store(&app).claim(&request, None).await.unwrap(),
+        app.store().claim(&request, None).await.unwrap(),
         Intake::Process(_)
     ));
     let res = app

@@ -1,12 +1,10 @@
 //! Accepting orders: confirm before 202, idempotent replays, conflicts, storms.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use api_gateway::idempotency::{Intake, IntakeRequest, Lifetimes, Store};
+use api_gateway::idempotency::{Intake, IntakeRequest};
 use lapin::types::AMQPValue;
 use pipeline::domain::{IdempotencyKey, OrderId, Quantity, Sku};
-use pipeline::keys::Keys;
 use redis::AsyncCommands;
 use serde_json::Value;
 
@@ -171,15 +169,7 @@ async fn same_key_with_a_different_payload_is_422() {
 async fn same_key_while_the_first_is_in_flight_is_409_with_retry_after() {
     let app = spawn_app().await;
     // Another gateway instance holds the key, mid-publish.
-    let pool = pipeline::store::create_pool(&app.config.redis).unwrap();
-    let store = Store::new(
-        pool,
-        Keys::new(app.config.redis.key_prefix.clone()),
-        Lifetimes {
-            lease: Duration::from_secs(30),
-            done: Duration::from_secs(60),
-        },
-    );
+    let store = app.store();
     let request = IntakeRequest {
         id: Some(OrderId::parse("order123").unwrap()),
         sku: Sku::parse("mag-safe-phone-case").unwrap(),

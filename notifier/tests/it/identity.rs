@@ -52,17 +52,8 @@ async fn assert_one_story(
     initial: &HashMap<&str, i64>,
 ) {
     for id in accepted.keys() {
-        let url = format!("{}/orders/{id}", p.base);
         eventually(Duration::from_secs(30), "the order to be final", || async {
-            let v: serde_json::Value = p
-                .client
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = p.order(id).await;
             v["status"] == "notified" || v["status"] == "rejected"
         })
         .await;

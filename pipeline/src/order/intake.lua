@@ -54,7 +54,7 @@ end
 if o[3] then
   -- Accepted before (under another key, or none): the same order.
   if key then
-    redis.call('HSET', key, 'fingerprint', ARGV[4], 'id', id, 'state', 'accepted_elsewhere')
+    redis.call('HSET', key, 'fingerprint', ARGV[4], 'id', id, 'state', 'linked')
     redis.call('HDEL', key, 'token', 'lease_until')
     redis.call('PEXPIRE', key, ARGV[8])
   end

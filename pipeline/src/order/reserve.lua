@@ -76,7 +76,7 @@ else
   outcome, reason = 'rejected', 'out_of_stock'
 end
 
-if redis.call('HGET', KEYS[1], 'status') == 'parked' then
+if rec[6] == 'parked' then
   redis.call('HINCRBY', KEYS[3], 'parked', -1)
 end
 redis.call('HSET', KEYS[1], 'outcome', outcome, outcome .. '_at', tostring(now))
