@@ -3,7 +3,8 @@
 
 STACK := scripts/stack.sh
 
-## Start Redis, a 3-node RabbitMQ cluster and the four services (release build).
+## Start Redis, PostgreSQL, a 3-node RabbitMQ cluster and the services
+## (release build; order-history as two replicas).
 up:
 	@bash $(STACK) up
 
@@ -14,7 +15,7 @@ down:
 status:
 	@bash $(STACK) status
 
-## Redis and the RabbitMQ cluster only (what the tests need).
+## Redis, PostgreSQL and the RabbitMQ cluster only (what the tests need).
 deps:
 	@bash $(STACK) deps
 

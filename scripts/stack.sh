@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Local stack for order-pipeline: Redis (AOF on) and a 3-node RabbitMQ cluster on
-# loopback, with all data under .stack/ (git-ignored), plus the four services.
+# Local stack for order-pipeline: Redis (AOF on), PostgreSQL and a 3-node
+# RabbitMQ cluster on loopback, with all data under .stack/ (git-ignored), plus
+# the services (order-history as two replicas).
 #
-#   scripts/stack.sh deps       install if missing, start Redis + RabbitMQ cluster
+#   scripts/stack.sh deps       install if missing, start Redis + PostgreSQL + RabbitMQ cluster
 #   scripts/stack.sh up         deps, then build (release) and start the services
 #   scripts/stack.sh down       stop what this script started, by pid
 #   scripts/stack.sh status     show what is running
 #   scripts/stack.sh start-node N / stop-node N   one RabbitMQ node (fault tests)
+#   scripts/stack.sh start-pg / stop-pg / restart-pg   PostgreSQL (fault tests;
+#                               stop-pg is a fast shutdown; data and port are kept)
+#   scripts/stack.sh database-url   the local PostgreSQL's DATABASE_URL
 #
 # Idempotent: anything already running from .stack/ is left as it is. A port held
 # by a process this script did not start is an error that names the holder.
@@ -17,6 +21,9 @@ STACK="${STACK_DIR:-$ROOT/.stack}"
 REDIS_PORT="${STACK_REDIS_PORT:-6379}"
 AMQP_BASE_PORT="${STACK_AMQP_BASE_PORT:-5672}"
 DIST_BASE_PORT="${STACK_DIST_BASE_PORT:-25672}"
+PG_PORT="${STACK_PG_PORT:-5433}"
+PG_HOME="$STACK/postgres"
+PGDATA_DIR="$PG_HOME/data"
 NODES=3
 RMQ_HOME="$STACK/rabbitmq"
 RMQ_BIN=/usr/lib/rabbitmq/bin
@@ -31,6 +38,21 @@ node_name() { echo "rabbit$1@localhost"; }
 amqp_urls() {
   local urls=() i
   for i in $(seq 1 $NODES); do urls+=("amqp://guest:guest@127.0.0.1:$(amqp_port "$i")/%2f"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+# Dev-only credential, like RabbitMQ's guest/guest: the server listens on
+# 127.0.0.1 only. docker-compose.yml takes its password from the environment.
+PG_USER=order_pipeline
+PG_PASSWORD=order_pipeline
+PG_DB=order_pipeline
+database_url() { echo "postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"; }
+
+# order-history runs as two replicas; every service is told where they are.
+HISTORY_ADDRS=(127.0.0.1:8095 127.0.0.1:8096)
+history_urls() {
+  local urls=() a
+  for a in "${HISTORY_ADDRS[@]}"; do urls+=("http://$a"); done
   (IFS=,; echo "${urls[*]}")
 }
 
@@ -60,6 +82,7 @@ install_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x "$RMQ_BIN/rabbitmq-server" ] || missing+=(rabbitmq-server)
+  pg_bindir >/dev/null || missing+=(postgresql)
   # The dashboard's tests: promtool checks its Prometheus output, headless
   # Chromium renders its live page.
   command -v promtool >/dev/null || missing+=(prometheus)
@@ -91,6 +114,130 @@ redis_up() {
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
   wait_until "redis on port $REDIS_PORT" 40 redis-cli -p "$REDIS_PORT" ping
   say "redis up on 127.0.0.1:$REDIS_PORT (pid $(read_pid "$dir/redis.pid"), AOF on)"
+}
+
+# --- PostgreSQL ------------------------------------------------------------
+
+# The server's bin directory: the version the data directory was made with if
+# there is one, else 15 (Debian 12's), else any installed version.
+pg_bindir() {
+  local d want=15
+  [ -f "$PGDATA_DIR/PG_VERSION" ] && want=$(cat "$PGDATA_DIR/PG_VERSION")
+  for d in "/usr/lib/postgresql/$want/bin" /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+# initdb and the server refuse to run as root: as root they run as postgres
+# (from $PG_HOME, a directory it can read).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    (cd "$PG_HOME" && runuser -u postgres -- "$@")
+  else
+    (cd "$PG_HOME" && "$@")
+  fi
+}
+
+pg_pid() { if [ -f "$PGDATA_DIR/postmaster.pid" ]; then head -n1 "$PGDATA_DIR/postmaster.pid" | tr -dc '0-9'; fi; }
+
+# Neither is a stale postmaster.pid whose number now belongs to another
+# process, nor a killed server its parent has yet to reap (a zombie).
+pg_running() {
+  local pid
+  pid=$(pg_pid)
+  pid_alive "$pid" && [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = postgres ] \
+    && ! ps -o stat= -p "$pid" 2>/dev/null | grep -q '^Z'
+}
+
+# As root, the data belongs to the postgres user, which must reach $PG_HOME
+# through every parent directory (a checkout under a home directory of mode
+# 750, say): only the parents it cannot search are given o+x.
+pg_prepare_dirs() {
+  mkdir -p "$PG_HOME"
+  [ "$(id -u)" = 0 ] || return 0
+  chown postgres: "$PG_HOME"
+  chmod 700 "$PG_HOME"
+  local d=$PG_HOME parents=() i
+  while [ "$d" != / ]; do d=$(dirname "$d"); parents+=("$d"); done
+  for ((i = ${#parents[@]} - 1; i >= 0; i--)); do
+    if ! runuser -u postgres -- test -x "${parents[i]}"; then
+      chmod o+x "${parents[i]}"
+      say "made ${parents[i]} searchable by others (o+x) so that postgres reaches $PG_HOME"
+    fi
+  done
+  runuser -u postgres -- test -w "$PG_HOME" || die "the postgres user cannot write to $PG_HOME"
+}
+
+# Our settings, rewritten before every start (so STACK_PG_PORT changes apply),
+# included from postgresql.conf.
+pg_configure() {
+  as_pg tee "$PGDATA_DIR/order-pipeline.conf" >/dev/null <<EOF
+# Written by scripts/stack.sh before every start; edits are lost.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_HOME'
+# The tests open many pools at once.
+max_connections = 200
+EOF
+  grep -qx "include_if_exists = 'order-pipeline.conf'" "$PGDATA_DIR/postgresql.conf" \
+    || echo "include_if_exists = 'order-pipeline.conf'" | as_pg tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
+}
+
+# As the cluster's superuser, over the Unix socket (peer authentication).
+pg_psql() { as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_HOME" -p "$PG_PORT" -d postgres; }
+
+pg_up() {
+  PG_BIN=$(pg_bindir) || die "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)"
+  # The socket's path must fit in sun_path (107 bytes).
+  [ ${#PG_HOME} -le 90 ] || die "$PG_HOME is too long a path for PostgreSQL's Unix socket; set STACK_DIR"
+  pg_prepare_dirs
+  if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+    say "initialising a PostgreSQL cluster in $PGDATA_DIR"
+    as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" --encoding=UTF8 --locale=C \
+      --auth-local=peer --auth-host=scram-sha-256 >"$PG_HOME/initdb.log" 2>&1 \
+      || die "initdb failed; see $PG_HOME/initdb.log"
+  fi
+  if pg_running; then
+    say "postgres already running (pid $(pg_pid))"
+  else
+    # A killed server's pid stays taken until its parent reaps it, and the
+    # server refuses to start while the pid in postmaster.pid is taken.
+    local old
+    old=$(pg_pid)
+    for _ in $(seq 1 60); do
+      if ! pid_alive "$old" || [ "$(ps -o comm= -p "$old" 2>/dev/null)" != postgres ]; then break; fi
+      sleep 0.5
+    done
+    port_free_or_ours "$PG_PORT"
+    pg_configure
+    # setsid: a signal to the caller's process group must not reach the server.
+    as_pg setsid -w "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PG_HOME/postgres.log" -w -t 120 start >/dev/null \
+      || die "postgres did not start; see $PG_HOME/postgres.log"
+  fi
+  wait_until "postgres on port $PG_PORT" 120 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+  # The role and its database, once; the password is (re)set every time.
+  pg_psql >/dev/null <<EOF
+SELECT format('CREATE ROLE %I LOGIN', '$PG_USER')
+  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER')
+\gexec
+-- CREATEDB: tests may make throwaway databases (sqlx::test does).
+ALTER ROLE $PG_USER WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT format('CREATE DATABASE %I OWNER %I', '$PG_DB', '$PG_USER')
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')
+\gexec
+EOF
+  say "postgres up on 127.0.0.1:$PG_PORT (DATABASE_URL=$(database_url))"
+}
+
+pg_down() {
+  pg_running || return 0
+  local pid bin
+  pid=$(pg_pid)
+  bin=$(pg_bindir) || die "postgres is running (pid $pid) but pg_ctl is not installed"
+  as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -m fast -w -t 120 stop >/dev/null \
+    || die "postgres (pid $pid) did not stop; see $PG_HOME/postgres.log"
+  say "stopped postgres (pid $pid)"
 }
 
 # --- RabbitMQ cluster ------------------------------------------------------
@@ -211,21 +358,43 @@ rabbit_down() {
 
 SERVICES=(api-gateway order-processor notifier dashboard)
 
+# Every process this script runs: the services, then the order-history
+# replicas (order-history-N runs target/release/order-history).
+instances() {
+  local i
+  echo "${SERVICES[@]}"
+  for i in $(seq 1 ${#HISTORY_ADDRS[@]}); do echo "order-history-$i"; done
+}
+
 services_up() {
   say "building the services (release)"
   (cd "$ROOT" && cargo build --release --quiet --bins)
+  [ -x "$ROOT/target/release/order-history" ] || die "no $ROOT/target/release/order-history after the build"
   mkdir -p "$STACK/services"
-  local svc pid
+  export RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
+    DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}"
+  local svc pid i
   for svc in "${SERVICES[@]}"; do
     pid=$(read_pid "$STACK/services/$svc.pid")
     if pid_alive "$pid"; then continue; fi
-    RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
-      setsid "$ROOT/target/release/$svc" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
+    setsid "$ROOT/target/release/$svc" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
+    echo $! >"$STACK/services/$svc.pid"
+  done
+  for i in $(seq 1 ${#HISTORY_ADDRS[@]}); do
+    svc="order-history-$i"
+    pid=$(read_pid "$STACK/services/$svc.pid")
+    if pid_alive "$pid"; then continue; fi
+    HISTORY_ADDR="${HISTORY_ADDRS[i - 1]}" HISTORY_REPLICA="history-$i" \
+      setsid "$ROOT/target/release/order-history" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
     echo $! >"$STACK/services/$svc.pid"
   done
   wait_until "api-gateway" 120 curl -fsS "http://${GATEWAY_ADDR:-127.0.0.1:8080}/health"
   wait_until "dashboard" 60 curl -fsS "http://${DASHBOARD_ADDR:-127.0.0.1:8090}/health"
-  for svc in "${SERVICES[@]}"; do
+  # Any HTTP answer will do: a standby replica answers too.
+  for i in $(seq 1 ${#HISTORY_ADDRS[@]}); do
+    wait_until "order-history-$i" 120 curl -sS -o /dev/null "http://${HISTORY_ADDRS[i - 1]}/health"
+  done
+  for svc in $(instances); do
     pid_alive "$(read_pid "$STACK/services/$svc.pid")" || die "$svc exited; see $STACK/services/$svc.log"
   done
   cat <<EOF
@@ -234,7 +403,9 @@ services_up() {
   dashboard        http://${DASHBOARD_ADDR:-127.0.0.1:8090}
   order-processor  http://${PROCESSOR_ADDR:-127.0.0.1:9101}/health
   notifier         http://${NOTIFIER_ADDR:-127.0.0.1:9102}/health
+  order-history    $(history_urls | sed 's/,/  /g')   (GET /orders, /orders/<id>, /stats)
   redis            redis://127.0.0.1:$REDIS_PORT
+  postgres         $DATABASE_URL
   rabbitmq         $(amqp_urls)
   logs             $STACK/services/*.log
 
@@ -243,7 +414,7 @@ EOF
 
 services_down() {
   local svc pid
-  for svc in "${SERVICES[@]}"; do
+  for svc in $(instances); do
     pid=$(read_pid "$STACK/services/$svc.pid")
     if pid_alive "$pid"; then
       kill "$pid"
@@ -269,24 +440,29 @@ status() {
   local pid i svc
   pid=$(read_pid "$STACK/redis/redis.pid")
   pid_alive "$pid" && echo "redis            running (pid $pid)" || echo "redis            stopped"
+  pg_running && echo "postgres         running (pid $(pg_pid), port $PG_PORT)" || echo "postgres         stopped"
   for i in $(seq 1 $NODES); do
     pid=$(node_pid "$i")
     pid_alive "$pid" && echo "$(node_name "$i")  running (pid $pid, port $(amqp_port "$i"))" \
       || echo "$(node_name "$i")  stopped"
   done
-  for svc in "${SERVICES[@]}"; do
+  for svc in $(instances); do
     pid=$(read_pid "$STACK/services/$svc.pid")
     pid_alive "$pid" && printf '%-16s running (pid %s)\n' "$svc" "$pid" || printf '%-16s stopped\n' "$svc"
   done
 }
 
 case "${1:-}" in
-  deps) install_packages; redis_up; rabbit_up ;;
-  up) install_packages; redis_up; rabbit_up; services_up ;;
-  down) services_down; rabbit_down; redis_down; say "stack stopped" ;;
+  deps) install_packages; redis_up; pg_up; rabbit_up ;;
+  up) install_packages; redis_up; pg_up; rabbit_up; services_up ;;
+  down) services_down; rabbit_down; pg_down; redis_down; say "stack stopped" ;;
   status) status ;;
   urls) amqp_urls ;;
+  database-url) database_url ;;
   start-node) rmq_prepare; node_start "$2"; node_await "$2"; wait_until "a $NODES-node cluster" 120 cluster_complete ;;
   stop-node) node_stop "$2" ;;
-  *) die "usage: $0 deps|up|down|status|urls|start-node N|stop-node N" ;;
+  start-pg) pg_up ;;
+  stop-pg) pg_down ;;
+  restart-pg) pg_down; pg_up ;;
+  *) die "usage: $0 deps|up|down|status|urls|database-url|start-node N|stop-node N|start-pg|stop-pg|restart-pg" ;;
 esac

@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     pub lifetimes: Lifetimes,
     /// `MAX_QTY`: the largest quantity one order may ask for.
     pub max_qty: u32,
+    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: where `GET /orders/<id>` looks
+    /// once an order's Redis record has expired (`None`: nowhere).
+    pub history: Option<pipeline::history::HistoryClient>,
 }
 
 impl GatewayConfig {
@@ -66,6 +69,7 @@ impl GatewayConfig {
                 done: secs_or("IDEMPOTENCY_TTL_SECS", 86_400)?,
             },
             max_qty,
+            history: pipeline::history::HistoryClient::from_env()?,
         })
     }
 }

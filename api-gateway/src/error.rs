@@ -37,6 +37,8 @@ pub enum ApiError {
     BrokerUnavailable(#[source] PublishError),
     #[error("the order store is unavailable")]
     StoreUnavailable(#[source] anyhow::Error),
+    #[error("the order is not in Redis and the order history does not answer; retry shortly")]
+    HistoryUnavailable(#[source] anyhow::Error),
     #[error("unexpected error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -125,6 +127,16 @@ impl IntoResponse for ApiError {
                     "Store unavailable",
                 )
                 .detail("the order was not accepted; retry later")
+                .retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            Self::HistoryUnavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "order history unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "history-unavailable",
+                    "History unavailable",
+                )
+                .detail(detail)
                 .retry_after(RETRY_AFTER_UNAVAILABLE)
             }
             Self::Unexpected(cause) => {

@@ -27,6 +27,7 @@ pub struct AppState {
     /// `HTTP_BODY_TIMEOUT_MS`: the whole `POST /orders` body must arrive within it.
     pub body_timeout: Duration,
     pub max_qty: u32,
+    pub history: Option<pipeline::history::HistoryClient>,
 }
 
 /// A gateway that is connected and bound, ready to serve.
@@ -57,6 +58,7 @@ impl Application {
             request_timeout: config.request_timeout,
             body_timeout: config.http.body_timeout,
             max_qty: config.max_qty,
+            history: config.history.clone(),
         };
         let router = Router::new()
             .merge(routes::orders::router())

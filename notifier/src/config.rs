@@ -24,6 +24,9 @@ pub struct NotifierConfig {
     /// `NOTIFY_CLAIM_MS`: how long one instance holds a notification while
     /// sending it; a crashed holder's claim expires after this.
     pub claim: Duration,
+    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: asked whether an order without
+    /// any Redis record was notified long ago (`None`: no history).
+    pub history: Option<pipeline::history::HistoryClient>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +98,7 @@ impl NotifierConfig {
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
             sink,
             claim,
+            history: pipeline::history::HistoryClient::from_env()?,
         })
     }
 }

@@ -61,6 +61,8 @@ impl Notifier {
         .await
         .context("starting notifier (NOTIFIER_ADDR)")?;
         let handler = Handler {
+            broker: base.broker.clone(),
+            history: config.history.clone(),
             pool: base.pool.clone(),
             keys: base.keys.clone(),
             sink,

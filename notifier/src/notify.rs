@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! parse ── malformed / not a reservation ──────────────> dead-letter (notifier.dlq)
-//! claim.lua ── already sent ──> ack (skipped duplicate)
+//! claim.lua ── already sent ──> publish order.notified again, ack (skipped duplicate)
+//!    │      ├─ no record at all ──> ask the history: notified there: ack;
+//!    │      │                        never seen: claim it anyway
 //!    │      └─ another instance is sending ──> wait for its claim, try again
 //! send through the sink (webhook: retries on 5xx/timeouts)
-//! notified.lua ── sent ──> ack          (the marker is set only after the send)
+//! notified.lua ── sent ──> publish order.notified (confirmed), ack
+//!            │            (the marker is set only after the send)
 //!            ── transient failure ──> requeue (DELIVERY_LIMIT parks it)
 //!            ── permanent (4xx) ────> dead-letter, error kept in the status hash
 //! ```
@@ -21,9 +24,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use pipeline::amqp::{Disposition, header};
+use pipeline::amqp::{Broker, Disposition, Outgoing, header};
+use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
-use pipeline::messages::{OrderEvent, Outcome};
+use pipeline::messages::{EventKind, OrderEvent, OrderNotified, Outcome};
 use pipeline::store::Pool;
 use pipeline::trace::TraceParent;
 use redis::Script;
@@ -41,6 +45,10 @@ pub type AfterSend =
 
 #[derive(Clone)]
 pub struct Handler {
+    pub broker: Broker,
+    /// Asked only when an order has neither a notification nor an order
+    /// record (`None`: no history deployed, such an order is notified).
+    pub history: Option<HistoryClient>,
     pub pool: Pool,
     pub keys: Keys,
     pub sink: Sink,
@@ -51,9 +59,10 @@ pub struct Handler {
 }
 
 enum Claim {
-    Sent,
+    Sent { at_ms: u64, channel: String },
     Busy(Duration),
     Claimed,
+    Unrecorded,
 }
 
 impl Handler {
@@ -89,15 +98,18 @@ impl Handler {
         };
         let span =
             tracing::info_span!("notification", id = %event.id, trace_id = %trace.trace_id());
-        self.notify(&event, notification).instrument(span).await
+        self.notify(&event, notification, &trace)
+            .instrument(span)
+            .await
     }
 
-    async fn notify(&self, event: &OrderEvent, n: Notification) -> Disposition {
+    async fn notify(&self, event: &OrderEvent, n: Notification, trace: &TraceParent) -> Disposition {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut adopt = false;
         // Claim, waiting out another instance's live claim.
         loop {
             let claimed = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-                self.claim_once(event, &n, &token)
+                self.claim_once(event, &n, &token, adopt)
             })
             .await;
             match claimed {
@@ -108,11 +120,28 @@ impl Handler {
                     );
                     return Disposition::Requeue;
                 }
-                Ok(Claim::Sent) => {
+                Ok(Claim::Sent { at_ms, channel }) => {
+                    // Its event may have been lost between the record and the ack.
+                    if let Err(e) = self.publish_notified(event, at_ms, &channel, trace).await {
+                        tracing::warn!(error = format!("{e:#}"), "order.notified not confirmed, putting the delivery back");
+                        return Disposition::Requeue;
+                    }
                     metrics::counter!("notifications_skipped_total").increment(1);
                     tracing::debug!("already sent, skipping the duplicate");
                     return Disposition::Ack;
                 }
+                Ok(Claim::Unrecorded) => match self.notified_in_history(event).await {
+                    Ok(true) => {
+                        metrics::counter!("notifications_skipped_total").increment(1);
+                        tracing::info!("already notified and kept in the history; its records have expired, nothing to do");
+                        return Disposition::Ack;
+                    }
+                    Ok(false) => adopt = true,
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "the history does not answer, putting the delivery back");
+                        return Disposition::Requeue;
+                    }
+                },
                 Ok(Claim::Claimed) => break,
                 Ok(Claim::Busy(left)) => {
                     tokio::select! {
@@ -146,10 +175,18 @@ impl Handler {
         })
         .await;
         match (&sent.result, recorded) {
-            (Ok(()), Ok(_)) => {
+            (Ok(()), Ok(sent_at)) => {
                 metrics::counter!("notifications_sent_total", "sink" => sink).increment(1);
                 tracing::debug!(sink, attempts = sent.attempts, "notification sent");
-                Disposition::Ack
+                let at_ms = sent_at.unwrap_or_else(pipeline::messages::now_ms);
+                match self.publish_notified(event, at_ms, sink, trace).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        // Recorded: the redelivery publishes it again, sends nothing.
+                        tracing::warn!(error = format!("{e:#}"), "order.notified not confirmed, putting the delivery back");
+                        Disposition::Requeue
+                    }
+                }
             }
             (Ok(()), Err(e)) => {
                 // Sent but not recorded: the redelivery will send it again.
@@ -174,24 +211,81 @@ impl Handler {
         }
     }
 
+    /// Whether the history has this order notified. Asked only for an order
+    /// without any Redis record.
+    async fn notified_in_history(&self, event: &OrderEvent) -> anyhow::Result<bool> {
+        let Some(history) = &self.history else {
+            return Ok(false);
+        };
+        let view = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            history.order(&event.id)
+        })
+        .await?;
+        Ok(view.as_ref().and_then(|v| v["status"].as_str())
+            == Some(pipeline::order::OrderStatus::Notified.as_str()))
+    }
+
+    /// `order.notified` on `orders.topic`, confirmed (for the history).
+    async fn publish_notified(
+        &self,
+        event: &OrderEvent,
+        at_ms: u64,
+        channel: &str,
+        trace: &TraceParent,
+    ) -> anyhow::Result<()> {
+        let body = OrderNotified {
+            id: event.id.clone(),
+            sku: event.sku.clone(),
+            qty: event.qty,
+            channel: channel.to_owned(),
+            notified_at_ms: at_ms,
+        };
+        let payload = serde_json::to_vec(&body)?;
+        let kind = EventKind::Notified;
+        let event_id = kind.message_id(&event.id);
+        let exchange = self.broker.topology().events_exchange();
+        let msg = Outgoing {
+            exchange: &exchange,
+            routing_key: kind.route(),
+            payload: &payload,
+            message_id: &event_id,
+            correlation_id: event.id.as_str(),
+            traceparent: trace,
+        };
+        pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
+            Ok(self
+                .broker
+                .publish(&msg, tokio::time::Instant::now() + Duration::from_secs(30))
+                .await?)
+        })
+        .await
+    }
+
     async fn claim_once(
         &self,
         event: &OrderEvent,
         n: &Notification,
         token: &str,
+        adopt: bool,
     ) -> anyhow::Result<Claim> {
         let mut conn = self.pool.get().await?;
         let reply: Vec<String> = CLAIM
             .key(self.keys.notification(&event.id))
             .key(self.keys.counters())
+            .key(self.keys.order(&event.id))
             .arg(token)
             .arg(self.claim.as_millis() as u64)
             .arg(&n.event_id)
             .arg(self.sink.name())
+            .arg(if adopt { "1" } else { "0" })
             .invoke_async(&mut *conn)
             .await?;
         match reply.as_slice() {
-            [tag] if tag == "sent" => Ok(Claim::Sent),
+            [tag, at, channel] if tag == "sent" => Ok(Claim::Sent {
+                at_ms: at.parse().unwrap_or(0),
+                channel: channel.clone(),
+            }),
+            [tag] if tag == "unrecorded" => Ok(Claim::Unrecorded),
             [tag] if tag == "claimed" => Ok(Claim::Claimed),
             [tag, ms] if tag == "busy" => Ok(Claim::Busy(Duration::from_millis(
                 ms.parse().unwrap_or(1000),

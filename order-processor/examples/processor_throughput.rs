@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let config = ProcessorConfig {
+        history: None,
         addr: "127.0.0.1:0".parse()?,
         broker: fx.broker_config.clone(),
         redis: fx.redis_config.clone(),

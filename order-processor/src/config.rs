@@ -19,6 +19,9 @@ pub struct ProcessorConfig {
     /// failure (Redis down, no publish confirm) before it is put back on the
     /// queue, which counts against `DELIVERY_LIMIT`.
     pub transient_retry: Duration,
+    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: asked whether an order without a
+    /// Redis record was decided long ago (`None`: no history).
+    pub history: Option<pipeline::history::HistoryClient>,
 }
 
 impl ProcessorConfig {
@@ -34,6 +37,7 @@ impl ProcessorConfig {
             http: pipeline::config::http_limits_from_env()?,
             prefetch,
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
+            history: pipeline::history::HistoryClient::from_env()?,
         })
     }
 }

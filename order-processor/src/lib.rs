@@ -56,6 +56,7 @@ impl Processor {
             transient_retry: config.transient_retry,
             shutdown,
             after_commit,
+            history: config.history.clone(),
         };
         Ok(Self {
             base,

@@ -3,8 +3,11 @@
 //! ```text
 //! parse ── malformed ──────────────────────────────> dead-letter (orders.dlq)
 //!   │
-//! reserve.lua (decide once, from the record) ── parked (invalid_stock,
-//!   │                                             record_mismatch) ──> dead-letter
+//! reserve.lua (decide once, from the record) ── no record ──> ask the history:
+//!   │                                              decided there: ack (expired record)
+//!   │                                              never seen: adopt the message, decide
+//!   │                                        ── parked (invalid_stock: order.parked
+//!   │                                             published; record_mismatch) ──> dead-letter
 //!   │                                        ── Redis error ──┐
 //!   │                                        ├─ retry with backoff for TRANSIENT_RETRY_MS,
 //! publish event, await confirm ── failure ───┘  then requeue (DELIVERY_LIMIT parks it)
@@ -26,7 +29,8 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
 use pipeline::keys::Keys;
-use pipeline::messages::{OrderEvent, OrderPlaced};
+use pipeline::history::HistoryClient;
+use pipeline::messages::{EventKind, OrderEvent, OrderParked, OrderPlaced};
 use pipeline::store::Pool;
 use pipeline::trace::TraceParent;
 use tokio::time::Instant;
@@ -41,6 +45,9 @@ enum Processed {
     Decided { outcome: &'static str, fresh: bool },
     /// Parked for an operator: dead-letter it.
     Parked(ParkReason),
+    /// Its record expired after the history recorded its decision: a very
+    /// late redelivery or replay, acked without deciding again.
+    Expired,
 }
 
 /// Called after the decision is committed and before its event is published;
@@ -57,6 +64,9 @@ pub struct Handler {
     pub transient_retry: Duration,
     pub shutdown: CancellationToken,
     pub after_commit: Option<AfterCommit>,
+    /// Asked only when an order has no Redis record (`None`: no history
+    /// deployed, such an order is adopted at once).
+    pub history: Option<HistoryClient>,
 }
 
 impl Handler {
@@ -101,6 +111,11 @@ impl Handler {
                     .record(started.elapsed().as_secs_f64());
                 Disposition::Ack
             }
+            Ok(Processed::Expired) => {
+                metrics::counter!("orders_processed_total", "outcome" => "expired").increment(1);
+                tracing::info!(id = %order.id, %message_id, "order already decided and kept in the history; its record has expired, nothing to do");
+                Disposition::Ack
+            }
             Ok(Processed::Parked(reason)) => {
                 metrics::counter!("orders_parked_total", "reason" => reason.as_str()).increment(1);
                 tracing::warn!(
@@ -131,14 +146,34 @@ impl Handler {
         message_id: &str,
         trace: &TraceParent,
     ) -> anyhow::Result<Processed> {
-        let verdict = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            reserve(
-                &self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id,
-            )
-        })
-        .await?;
+        let mut verdict = self.reserve(order, message_id, false).await?;
+        if verdict == Verdict::Unrecorded {
+            if self.decided_in_history(order).await? {
+                return Ok(Processed::Expired);
+            }
+            verdict = self.reserve(order, message_id, true).await?;
+        }
         let (outcome, reason, decided_at_ms, fresh, sku, qty) = match verdict {
-            Verdict::Parked(reason) => return Ok(Processed::Parked(reason)),
+            Verdict::Parked {
+                reason,
+                at_ms,
+                sku,
+                qty,
+            } => {
+                if reason == ParkReason::InvalidStock {
+                    let event = OrderParked {
+                        id: order.id.clone(),
+                        sku,
+                        qty,
+                        reason: reason.as_str().to_owned(),
+                        parked_at_ms: at_ms,
+                    };
+                    self.publish(EventKind::Parked, &order.id, &serde_json::to_vec(&event)?, trace)
+                        .await?;
+                }
+                return Ok(Processed::Parked(reason));
+            }
+            Verdict::Unrecorded => anyhow::bail!("reserve.lua did not adopt an unrecorded order"),
             Verdict::Decided {
                 outcome,
                 reason,
@@ -159,24 +194,8 @@ impl Handler {
             reason,
             decided_at_ms,
         };
-        let payload = serde_json::to_vec(&event)?;
-        let event_id = outcome.event_id(&order.id);
-        let exchange = self.broker.topology().events_exchange();
-        let msg = Outgoing {
-            exchange: &exchange,
-            routing_key: outcome.route(),
-            payload: &payload,
-            message_id: &event_id,
-            correlation_id: order.id.as_str(),
-            traceparent: trace,
-        };
-        pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
-            Ok(self
-                .broker
-                .publish(&msg, Instant::now() + Duration::from_secs(30))
-                .await?)
-        })
-        .await?;
+        self.publish(outcome.kind(), &order.id, &serde_json::to_vec(&event)?, trace)
+            .await?;
         tracing::debug!(
             outcome = outcome.as_str(),
             reason = reason.map(|r| r.as_str()),
@@ -187,5 +206,66 @@ impl Handler {
             outcome: outcome.as_str(),
             fresh,
         })
+    }
+
+    async fn reserve(
+        &self,
+        order: &OrderPlaced,
+        message_id: &str,
+        adopt: bool,
+    ) -> anyhow::Result<Verdict> {
+        pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            reserve(
+                &self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id, adopt,
+            )
+        })
+        .await
+    }
+
+    /// Whether the history has this order decided (reserved, rejected or
+    /// notified). Asked only for an order without a Redis record; a history
+    /// that does not answer is a transient failure (the message waits).
+    async fn decided_in_history(&self, order: &OrderPlaced) -> anyhow::Result<bool> {
+        let Some(history) = &self.history else {
+            return Ok(false);
+        };
+        let view = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            history.order(&order.id)
+        })
+        .await?;
+        let decided = view
+            .as_ref()
+            .and_then(|v| v["status"].as_str())
+            .and_then(pipeline::order::OrderStatus::parse)
+            .is_some_and(|s| s.rank() >= pipeline::order::OrderStatus::Reserved.rank());
+        Ok(decided)
+    }
+
+    /// Publishes one event on `orders.topic` with a confirm, retrying
+    /// transient failures.
+    async fn publish(
+        &self,
+        kind: EventKind,
+        id: &pipeline::domain::OrderId,
+        payload: &[u8],
+        trace: &TraceParent,
+    ) -> anyhow::Result<()> {
+        let event_id = kind.message_id(id);
+        let exchange = self.broker.topology().events_exchange();
+        let msg = Outgoing {
+            exchange: &exchange,
+            routing_key: kind.route(),
+            payload,
+            message_id: &event_id,
+            correlation_id: id.as_str(),
+            traceparent: trace,
+        };
+        pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
+            Ok(self
+                .broker
+                .publish(&msg, Instant::now() + Duration::from_secs(30))
+                .await?)
+        })
+        .await
     }
 }

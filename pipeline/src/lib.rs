@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod config;
 pub mod domain;
+pub mod history;
 pub mod http;
 pub mod keys;
 pub mod messages;

@@ -14,6 +14,10 @@ pub const ROUTE_NEW_ORDER: &str = "order.new";
 pub const ROUTE_ORDER_CREATED: &str = "order.created";
 /// Routing key of the event for a rejected order on `orders.topic`.
 pub const ROUTE_ORDER_REJECTED: &str = "order.rejected";
+/// Routing key of the event for an order the processor parked in `orders.dlq`.
+pub const ROUTE_ORDER_PARKED: &str = "order.parked";
+/// Routing key of the notifier's event once the customer was told.
+pub const ROUTE_ORDER_NOTIFIED: &str = "order.notified";
 
 /// A new order, as the gateway publishes it once the client's request is valid.
 ///
@@ -47,18 +51,20 @@ impl Outcome {
 
     /// The routing key of the event on `orders.topic`.
     pub fn route(self) -> &'static str {
-        match self {
-            Self::Reserved => ROUTE_ORDER_CREATED,
-            Self::Rejected => ROUTE_ORDER_REJECTED,
-        }
+        self.kind().route()
     }
 
     /// The event's `message_id`: one per order and outcome, so a re-published
     /// event (after a redelivery) is recognisably the same event.
     pub fn event_id(self, order: &OrderId) -> String {
+        self.kind().event_id(order)
+    }
+
+    /// Its kind on `orders.events`.
+    pub fn kind(self) -> EventKind {
         match self {
-            Self::Reserved => format!("{order}:created"),
-            Self::Rejected => format!("{order}:rejected"),
+            Self::Reserved => EventKind::Created,
+            Self::Rejected => EventKind::Rejected,
         }
     }
 }
@@ -104,6 +110,97 @@ pub struct OrderEvent {
     pub decided_at_ms: u64,
 }
 
+/// `order.parked` on `orders.topic`: the processor could not decide the order
+/// and parked its message for an operator (`replay-dlq` after the fix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderParked {
+    pub id: OrderId,
+    pub sku: Sku,
+    pub qty: Quantity,
+    /// `invalid_stock` or `record_mismatch`.
+    pub reason: String,
+    pub parked_at_ms: u64,
+}
+
+/// `order.notified` on `orders.topic`: the notifier recorded the send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderNotified {
+    pub id: OrderId,
+    pub sku: Sku,
+    pub qty: Quantity,
+    /// The sink that carried it (`log`, `webhook`).
+    pub channel: String,
+    pub notified_at_ms: u64,
+}
+
+/// The kinds of event `orders.events` holds: every message routed through
+/// `orders.direct` (`order.new`) and `orders.topic` (`#`). An event's id is
+/// `<order id>:<kind>`, the `message_id` it was published with, so a
+/// republished copy is recognisably the same event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Placed,
+    Created,
+    Rejected,
+    Parked,
+    Notified,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 5] = [
+        Self::Placed,
+        Self::Created,
+        Self::Rejected,
+        Self::Parked,
+        Self::Notified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placed => "placed",
+            Self::Created => "created",
+            Self::Rejected => "rejected",
+            Self::Parked => "parked",
+            Self::Notified => "notified",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The routing key the event travels with.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Placed => ROUTE_NEW_ORDER,
+            Self::Created => ROUTE_ORDER_CREATED,
+            Self::Rejected => ROUTE_ORDER_REJECTED,
+            Self::Parked => ROUTE_ORDER_PARKED,
+            Self::Notified => ROUTE_ORDER_NOTIFIED,
+        }
+    }
+
+    pub fn from_route(route: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.route() == route)
+    }
+
+    /// `<order id>:<kind>`, except a new order, whose `message_id` is its id
+    /// (the processor dedupes republished copies by it).
+    pub fn message_id(self, order: &OrderId) -> String {
+        match self {
+            Self::Placed => order.to_string(),
+            _ => self.event_id(order),
+        }
+    }
+
+    /// The event's id in the history: `<order id>:<kind>`.
+    pub fn event_id(self, order: &OrderId) -> String {
+        format!("{order}:{}", self.as_str())
+    }
+}
+
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -115,6 +212,19 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_kinds_round_trip_through_their_routes_and_ids() {
+        let id = OrderId::parse("o-1").unwrap();
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_route(kind.route()), Some(kind));
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.event_id(&id), format!("o-1:{}", kind.as_str()));
+        }
+        assert_eq!(Outcome::Reserved.event_id(&id), "o-1:created");
+        assert_eq!(EventKind::Placed.message_id(&id), "o-1");
+        assert_eq!(EventKind::from_route("order.other"), None);
+    }
 
     #[test]
     fn order_placed_round_trips_and_refuses_invalid_fields() {

@@ -128,13 +128,11 @@ pub async fn drain(queue: &str) -> Vec<lapin::message::BasicGetMessage> {
 pub async fn delete_topology(prefix: &str) {
     let conn = inspector().await;
     let ch = conn.create_channel().await.unwrap();
-    for q in [
-        "orders.queue",
-        "notifier.queue",
-        "orders.dlq",
-        "notifier.dlq",
-        "orders.rejected",
-    ] {
+    let queues = pipeline::amqp::topology::QUEUES;
+    for q in queues
+        .iter()
+        .chain(std::iter::once(&pipeline::amqp::topology::EVENTS_STREAM))
+    {
         let _ = ch
             .queue_delete(format!("{prefix}{q}").into(), QueueDeleteOptions::default())
             .await;

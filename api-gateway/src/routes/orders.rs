@@ -267,8 +267,19 @@ async fn get_order(
     let view = pipeline::view::load_order(&state.pool, &state.keys, &id, false)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    view.map(|v| Json(v).into_response())
-        .ok_or(ApiError::OrderNotFound)
+    if let Some(view) = view {
+        return Ok(Json(view).into_response());
+    }
+    // A finished order's record expires (ORDER_RETENTION_SECS); the history
+    // keeps it.
+    let Some(history) = &state.history else {
+        return Err(ApiError::OrderNotFound);
+    };
+    match history.order(&id).await {
+        Ok(Some(view)) => Ok(Json(view).into_response()),
+        Ok(None) => Err(ApiError::OrderNotFound),
+        Err(e) => Err(ApiError::HistoryUnavailable(e)),
+    }
 }
 
 #[cfg(test)]

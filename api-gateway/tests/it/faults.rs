@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueBindOptions;
-use lapin::types::FieldTable;
 use pipeline::config::parse_urls;
 use serde_json::Value;
 
@@ -45,29 +43,14 @@ async fn unroutable_publish_is_503_and_the_key_is_released() {
     let app = spawn_app_default().await;
     let conn = testkit::inspector().await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_unbind(
-        app.queue().into(),
-        app.exchange().into(),
-        "order.new".into(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    app.route_orders(&ch, false).await;
 
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 503, "a returned message is not a success");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["type"], "/problems/broker-unavailable");
 
-    ch.queue_bind(
-        app.queue().into(),
-        app.exchange().into(),
-        "order.new".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    app.route_orders(&ch, true).await;
     let retry = app.post_order(ORDER, None).await;
     assert_eq!(
         retry.status(),

@@ -14,6 +14,7 @@ pub use testkit::{ProxyMode, TcpProxy, broker_urls, eventually, unique_prefix};
 /// A config for a test gateway: port 0, own prefixes, short timeouts.
 pub fn test_config(prefix: &str) -> GatewayConfig {
     GatewayConfig {
+        history: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "api-gateway-test"),
         redis: testkit::redis_config(prefix),
@@ -87,11 +88,31 @@ impl TestApp {
     }
 
     pub fn queue(&self) -> String {
-        format!("{}orders.queue", self.config.broker.topology_prefix)
+        self.topology().orders_queue()
+    }
+
+    /// Binds (or unbinds) every queue a new order is routed to (the work
+    /// queue and the event stream): unbound, a publish is returned unroutable.
+    pub async fn route_orders(&self, ch: &lapin::Channel, routed: bool) {
+        for queue in [self.queue(), self.topology().events_stream()] {
+            let (queue, exchange, key) = (queue.into(), self.exchange().into(), "order.new".into());
+            let args = lapin::types::FieldTable::default();
+            if routed {
+                ch.queue_bind(queue, exchange, key, Default::default(), args)
+                    .await
+                    .unwrap();
+            } else {
+                ch.queue_unbind(queue, exchange, key, args).await.unwrap();
+            }
+        }
+    }
+
+    fn topology(&self) -> pipeline::amqp::Topology {
+        pipeline::amqp::Topology::new(self.config.broker.topology_prefix.clone(), 1)
     }
 
     pub fn exchange(&self) -> String {
-        format!("{}orders.direct", self.config.broker.topology_prefix)
+        self.topology().orders_exchange()
     }
 
     /// Messages waiting in this app's `orders.queue`.

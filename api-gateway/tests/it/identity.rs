@@ -2,8 +2,6 @@
 //! key; a key remembers the id it minted; keys and ids never block each other.
 
 use api_gateway::idempotency::{Intake, IntakeRequest};
-use lapin::options::QueueBindOptions;
-use lapin::types::FieldTable;
 use pipeline::domain::{IdempotencyKey, Quantity, Sku};
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -123,14 +121,7 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_id() {
     let body = r#"{"sku":"mag-safe-phone-case","qty":1}"#;
     let conn = testkit::inspector().await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_unbind(
-        app.queue().into(),
-        app.exchange().into(),
-        "order.new".into(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    app.route_orders(&ch, false).await;
     let res = app.post_order(body, Some("k-503")).await;
     assert_eq!(res.status(), 503);
     let detail = res.json::<Value>().await.unwrap()["detail"]
@@ -144,15 +135,7 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_id() {
     let mut redis = app.redis().await;
     let minted: String = redis.hget(app.key("idemp:k-503"), "id").await.unwrap();
 
-    ch.queue_bind(
-        app.queue().into(),
-        app.exchange().into(),
-        "order.new".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    app.route_orders(&ch, true).await;
     let retry = app.post_order(body, Some("k-503")).await;
     assert_eq!(retry.status(), 202);
     let retry: Value = retry.json().await.unwrap();

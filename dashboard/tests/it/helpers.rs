@@ -30,6 +30,7 @@ impl Stack {
 
         let processor = order_processor::Processor::build(
             order_processor::ProcessorConfig {
+                history: None,
                 addr: any_port,
                 broker: broker("order-processor-test"),
                 redis: redis.clone(),
@@ -44,6 +45,7 @@ impl Stack {
         tasks.push(tokio::spawn(processor.run_until_stopped()));
         let notifier = notifier::Notifier::build(
             notifier::NotifierConfig {
+                history: None,
                 addr: any_port,
                 broker: broker("notifier-test"),
                 redis: redis.clone(),
@@ -60,6 +62,7 @@ impl Stack {
         tasks.push(tokio::spawn(notifier.run_until_stopped()));
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
+                history: None,
                 addr: any_port,
                 broker: broker("api-gateway-test"),
                 redis: redis.clone(),

@@ -14,6 +14,7 @@ pub use testkit::{World, eventually};
 
 pub fn test_config(prefix: &str, sink: SinkConfig) -> NotifierConfig {
     NotifierConfig {
+        history: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "notifier-test"),
         redis: testkit::redis_config(prefix),
@@ -148,6 +149,7 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let processor = order_processor::Processor::build(
             order_processor::ProcessorConfig {
+                history: None,
                 addr: "127.0.0.1:0".parse().unwrap(),
                 broker: testkit::broker_config(&w.prefix, "order-processor-test"),
                 redis: testkit::redis_config(&w.prefix),
@@ -161,6 +163,7 @@ impl Pipeline {
         .unwrap();
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
+                history: None,
                 addr: "127.0.0.1:0".parse().unwrap(),
                 broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
                 redis: testkit::redis_config(&w.prefix),

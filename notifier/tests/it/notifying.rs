@@ -178,14 +178,23 @@ async fn a_retried_claim_finds_its_own_token() {
     let claim = redis::Script::new(include_str!("../../src/claim.lua"));
     let key = w.key("notification:own-token");
     let counters = w.key("counters");
-    for (token, expected) in [("t1", "claimed"), ("t1", "claimed"), ("t2", "busy")] {
+    let order = w.key("order:own-token");
+    // No record at all: not claimed until the caller asked the history.
+    for (token, adopt, expected) in [
+        ("t1", "0", "unrecorded"),
+        ("t1", "1", "claimed"),
+        ("t1", "0", "claimed"),
+        ("t2", "0", "busy"),
+    ] {
         let reply: Vec<String> = claim
             .key(&key)
             .key(&counters)
+            .key(&order)
             .arg(token)
             .arg(30_000)
             .arg("own-token:created")
             .arg("log")
+            .arg(adopt)
             .invoke_async(&mut w.redis)
             .await
             .unwrap();

@@ -12,6 +12,7 @@ pub use testkit::{ProxyMode, TcpProxy, World, eventually};
 
 pub fn test_config(prefix: &str) -> ProcessorConfig {
     ProcessorConfig {
+        history: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "order-processor-test"),
         redis: testkit::redis_config(prefix),

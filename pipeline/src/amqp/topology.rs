@@ -6,7 +6,15 @@
 //! orders.direct --order.new------> orders.queue    (quorum) --dead letters--> orders.dlx --> orders.dlq
 //! orders.topic  --order.created--> notifier.queue  (quorum) --dead letters--> orders.dlx --> notifier.dlq
 //! orders.topic  --order.rejected-> orders.rejected (quorum, the newest REJECTED_KEEP only)
+//! orders.direct --order.new------> orders.events   (stream: every order's whole life,
+//! orders.topic  --#--------------> orders.events    read by order-history)
 //! ```
+//!
+//! `orders.events` is a stream queue: consumers read it from any offset and it
+//! keeps every event for [`EVENTS_MAX_AGE`] (or up to [`EVENTS_MAX_BYTES`]),
+//! whoever has read it. It holds placed (`order.new`), `order.created`,
+//! `order.rejected`, `order.parked` and `order.notified`; the last two are
+//! routed nowhere else.
 //!
 //! `orders.rejected` exists so that a rejection event, published with
 //! `mandatory` like every message, always has somewhere to go: an unroutable
@@ -29,6 +37,17 @@ pub const NOTIFIER_QUEUE: &str = "notifier.queue";
 pub const ORDERS_DLQ: &str = "orders.dlq";
 pub const NOTIFIER_DLQ: &str = "notifier.dlq";
 pub const REJECTED_QUEUE: &str = "orders.rejected";
+/// The stream of every order event (not in [`QUEUES`]: it has no depth, only
+/// offsets, and is never drained).
+pub const EVENTS_STREAM: &str = "orders.events";
+
+/// How long `orders.events` keeps events (`x-max-age`); a `rebuild` of the
+/// history restores what the stream still holds.
+pub const EVENTS_MAX_AGE: &str = "30D";
+/// The most `orders.events` keeps on disk per node (`x-max-length-bytes`).
+pub const EVENTS_MAX_BYTES: i64 = 10_000_000_000;
+/// Segment size of `orders.events`: retention drops whole segments.
+pub const EVENTS_SEGMENT_BYTES: i64 = 100_000_000;
 
 /// Every queue of the topology, unprefixed: what the dashboard shows depths
 /// of, and what tests and the load tool inspect.
@@ -110,6 +129,11 @@ impl Topology {
         self.name(REJECTED_QUEUE)
     }
 
+    /// The event stream `orders.events`.
+    pub fn events_stream(&self) -> String {
+        self.name(EVENTS_STREAM)
+    }
+
     /// `queue` (one of [`QUEUES`]) with this topology's prefix.
     pub fn queue(&self, queue: &str) -> String {
         self.name(queue)
@@ -170,7 +194,42 @@ impl Topology {
             ROUTE_ORDER_REJECTED,
         )
         .await?;
+        let stream = self.events_stream();
+        self.declare_queue(channel, &stream, self.stream_args())
+            .await?;
+        self.bind(channel, &stream, &self.orders_exchange(), ROUTE_NEW_ORDER)
+            .await?;
+        self.bind(channel, &stream, &self.events_exchange(), "#")
+            .await?;
         Ok(())
+    }
+
+    /// A stream cannot expire (`x-expires`); a throwaway topology gets a small
+    /// one instead, and its owner deletes it.
+    fn stream_args(&self) -> FieldTable {
+        let (max_bytes, segment) = if self.expires.is_some() {
+            (200_000_000, 10_000_000)
+        } else {
+            (EVENTS_MAX_BYTES, EVENTS_SEGMENT_BYTES)
+        };
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        args.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(EVENTS_MAX_AGE.into()),
+        );
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(max_bytes),
+        );
+        args.insert(
+            "x-stream-max-segment-size-bytes".into(),
+            AMQPValue::LongLongInt(segment),
+        );
+        args
     }
 
     async fn declare_queue(

@@ -7,7 +7,9 @@
 --    accepted (a retry, a second key, a processor that saw it first);
 --  * the id is pushed on the capped `recent_orders` list once;
 --  * the intake claim on the order is dropped, and the idempotency record turns
---    `done` (with the answer to replay) only for the claim's holder.
+--    `done` (with the answer to replay) only for the claim's holder;
+--  * the order record names its idempotency record (`idempotency_key`), so
+--    retire.lua can let both expire together once the order is finished.
 --
 -- KEYS[1] order hash, KEYS[2] counters hash, KEYS[3] recent orders list,
 -- KEYS[4] idempotency record (optional)
@@ -27,5 +29,6 @@ if KEYS[4] and redis.call('HGET', KEYS[4], 'token') == ARGV[1] then
   redis.call('HSET', KEYS[4], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
   redis.call('HDEL', KEYS[4], 'token', 'lease_until')
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
+  redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[4])
 end
 return 1

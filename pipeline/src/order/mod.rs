@@ -141,6 +141,31 @@ static ACCEPT: LazyLock<Script> = LazyLock::new(|| script(include_str!("accept.l
 static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("release.lua")));
 static RESERVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("reserve.lua")));
 static NOTIFIED: LazyLock<Script> = LazyLock::new(|| script(include_str!("notified.lua")));
+static RETIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("retire.lua")));
+
+/// Lets the Redis records of `ids` expire after `retention`, for those whose
+/// record says they are finished (see `retire.lua`); the history calls it once
+/// it holds them. Returns how many were set to expire.
+pub async fn retire(
+    pool: &Pool,
+    keys: &Keys,
+    ids: &[OrderId],
+    retention: std::time::Duration,
+) -> anyhow::Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut script = RETIRE.prepare_invoke();
+    for id in ids {
+        script.key(keys.order(id)).key(keys.notification(id));
+    }
+    let mut conn = pool.get().await?;
+    let retired: usize = script
+        .arg(retention.as_secs().max(1))
+        .invoke_async(&mut *conn)
+        .await?;
+    Ok(retired)
+}
 
 /// What [`reserve`] did with an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +180,25 @@ pub enum Verdict {
         sku: Sku,
         qty: Quantity,
     },
-    /// Not decided: the message must be parked in the DLQ.
-    Parked(ParkReason),
+    /// Not decided: the message must be parked in the DLQ. `sku` and `qty`
+    /// are the record's.
+    Parked {
+        reason: ParkReason,
+        at_ms: u64,
+        sku: Sku,
+        qty: Quantity,
+    },
+    /// There is no record of the order and `adopt` was not given: either its
+    /// record expired after the order was finished and kept in the history
+    /// (a very late redelivery or replay: ask the history), or it was
+    /// published around the gateway (then call again with `adopt`).
+    Unrecorded,
 }
 
 /// Decides the order `id` once, from its record (see `reserve.lua`).
-/// `sku`/`qty` are what the message says; they must match the record.
+/// `sku`/`qty` are what the message says; they must match the record. With
+/// `adopt`, an order without a record takes the message's values as its record
+/// (only once the history said it has never seen the order).
 pub async fn reserve(
     pool: &Pool,
     keys: &Keys,
@@ -168,6 +206,7 @@ pub async fn reserve(
     sku: &Sku,
     qty: Quantity,
     message_id: &str,
+    adopt: bool,
 ) -> anyhow::Result<Verdict> {
     let mut conn = pool.get().await?;
     let reply: (String, String, String, u8, String, String) = RESERVE
@@ -181,6 +220,7 @@ pub async fn reserve(
         .arg(message_id)
         .arg(RECENT_ORDERS)
         .arg(id.as_str())
+        .arg(if adopt { "1" } else { "0" })
         .invoke_async(&mut *conn)
         .await?;
     parse_verdict(reply)
@@ -189,27 +229,37 @@ pub async fn reserve(
 fn parse_verdict(
     (outcome, reason, at, fresh, sku, qty): (String, String, String, u8, String, String),
 ) -> anyhow::Result<Verdict> {
+    let qty: u32 = qty
+        .parse()
+        .map_err(|_| anyhow::anyhow!("order record holds qty {qty:?}"))?;
+    let sku = Sku::parse(&sku).map_err(|e| anyhow::anyhow!("order record holds {e}"))?;
+    let qty = Quantity::try_from(qty).map_err(|e| anyhow::anyhow!("order record holds {e}"))?;
+    let at_ms = at.parse().unwrap_or(0);
+    let parked = |reason| Verdict::Parked {
+        reason,
+        at_ms,
+        sku: sku.clone(),
+        qty,
+    };
     let outcome = match outcome.as_str() {
         "reserved" => Outcome::Reserved,
         "rejected" => Outcome::Rejected,
-        "parked" => return Ok(Verdict::Parked(ParkReason::InvalidStock)),
-        "mismatch" => return Ok(Verdict::Parked(ParkReason::RecordMismatch)),
+        "parked" => return Ok(parked(ParkReason::InvalidStock)),
+        "mismatch" => return Ok(parked(ParkReason::RecordMismatch)),
+        "unrecorded" => return Ok(Verdict::Unrecorded),
         other => anyhow::bail!("reserve.lua returned an unknown outcome {other:?}"),
     };
     let reason = match reason.as_str() {
         "" => None,
         r => Some(RejectReason::parse(r).ok_or_else(|| anyhow::anyhow!("unknown reason {r:?}"))?),
     };
-    let qty: u32 = qty
-        .parse()
-        .map_err(|_| anyhow::anyhow!("order record holds qty {qty:?}"))?;
     Ok(Verdict::Decided {
         outcome,
         reason,
-        decided_at_ms: at.parse().unwrap_or(0),
+        decided_at_ms: at_ms,
         fresh: fresh == 1,
-        sku: Sku::parse(&sku).map_err(|e| anyhow::anyhow!("order record holds {e}"))?,
-        qty: Quantity::try_from(qty).map_err(|e| anyhow::anyhow!("order record holds {e}"))?,
+        sku,
+        qty,
     })
 }
 
@@ -226,16 +276,16 @@ pub struct Attempt<'a> {
     pub error: &'a str,
 }
 
-/// Records a notification attempt (see `notified.lua`); `true` when this call
-/// recorded the send.
+/// Records a notification attempt (see `notified.lua`); once the
+/// notification is recorded as sent (by this call or before), when that was.
 pub async fn record_notification(
     pool: &Pool,
     keys: &Keys,
     id: &OrderId,
     attempt: &Attempt<'_>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<u64>> {
     let mut conn = pool.get().await?;
-    let recorded: u8 = NOTIFIED
+    let (_, sent_at): (u8, String) = NOTIFIED
         .key(keys.notification(id))
         .key(keys.order(id))
         .key(keys.counters())
@@ -246,7 +296,7 @@ pub async fn record_notification(
         .arg(attempt.error)
         .invoke_async(&mut *conn)
         .await?;
-    Ok(recorded == 1)
+    Ok(sent_at.parse().ok())
 }
 
 #[cfg(test)]
@@ -316,13 +366,24 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(
+        assert!(matches!(
             parse_verdict(reply("parked", "invalid_stock", 1)).unwrap(),
-            Verdict::Parked(ParkReason::InvalidStock)
-        );
-        assert_eq!(
+            Verdict::Parked {
+                reason: ParkReason::InvalidStock,
+                at_ms: 42,
+                ..
+            }
+        ));
+        assert!(matches!(
             parse_verdict(reply("mismatch", "record_mismatch", 1)).unwrap(),
-            Verdict::Parked(ParkReason::RecordMismatch)
+            Verdict::Parked {
+                reason: ParkReason::RecordMismatch,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_verdict(reply("unrecorded", "", 0)).unwrap(),
+            Verdict::Unrecorded
         );
         assert!(parse_verdict(reply("lost", "", 1)).is_err());
         assert!(parse_verdict(reply("rejected", "bored", 1)).is_err());

@@ -15,7 +15,7 @@
 -- KEYS[1] notification hash, KEYS[2] order hash, KEYS[3] counters hash
 -- ARGV[1] 'sent' | 'failed', ARGV[2] claim token, ARGV[3] attempts made,
 -- ARGV[4] sink, ARGV[5] last error ('' if none)
--- Returns 1 if this call recorded the send, 0 otherwise.
+-- Returns {1 if this call recorded the send else 0, sent_at ('' unless sent)}.
 local now = tostring(now_ms())
 redis.call('HINCRBY', KEYS[1], 'attempts', tonumber(ARGV[3]))
 if ARGV[5] ~= '' then
@@ -28,7 +28,7 @@ if ARGV[1] == 'sent' and redis.call('HGET', KEYS[1], 'sent_token') ~= ARGV[2] th
   redis.call('HSET', KEYS[1], 'sent_token', ARGV[2])
 end
 if status == 'sent' then
-  return 0
+  return {0, redis.call('HGET', KEYS[1], 'sent_at') or ''}
 end
 if ARGV[1] == 'failed' then
   if redis.call('HGET', KEYS[1], 'claim_token') == ARGV[2] then
@@ -37,7 +37,7 @@ if ARGV[1] == 'failed' then
     redis.call('HSET', KEYS[1], 'status', 'failed')
     redis.call('HDEL', KEYS[1], 'claim_token', 'claim_until')
   end
-  return 0
+  return {0, ''}
 end
 if status == 'sending' then
   redis.call('HINCRBY', KEYS[3], 'notifications_sending', -1)
@@ -51,4 +51,4 @@ if redis.call('HGET', KEYS[2], 'status') ~= 'rejected' then
 end
 redis.call('HSETNX', KEYS[2], 'notified_at', now)
 redis.call('HINCRBY', KEYS[3], 'notified', 1)
-return 1
+return {1, now}

@@ -5,8 +5,11 @@
 --  * the decision is taken from `order:<id>`'s sku and qty; a message that
 --    names other values is an anomaly: nothing changes but the anomaly count
 --    and list ('mismatch'), and the message is parked by the caller;
---  * an order with no record (published around the gateway) adopts the
---    message's sku and qty as its record;
+--  * an order with no record is not decided ('unrecorded'): its record may
+--    have expired once the order was finished and kept in the history, and
+--    only the caller can ask the history; called again with adopt = '1' (the
+--    history has never seen it: it was published around the gateway), the
+--    order adopts the message's sku and qty as its record;
 --  * an order already decided returns its recorded decision and changes
 --    nothing (a redelivery never decrements twice, never counts twice);
 --  * stock is decremented only when it covers the whole quantity, so
@@ -23,9 +26,9 @@
 -- KEYS[1] order hash, KEYS[2] inventory key, KEYS[3] counters hash,
 -- KEYS[4] recent orders list, KEYS[5] anomalies list
 -- ARGV[1] sku, ARGV[2] qty, ARGV[3] message id, ARGV[4] recent list length,
--- ARGV[5] order id
+-- ARGV[5] order id, ARGV[6] adopt ('1' | '0')
 -- Returns {outcome, reason, decided_at_ms, fresh (1|0), sku, qty}
---   outcome: 'reserved' | 'rejected' | 'parked' | 'mismatch'
+--   outcome: 'reserved' | 'rejected' | 'parked' | 'mismatch' | 'unrecorded'
 local now = now_ms()
 local rec = redis.call('HMGET', KEYS[1], 'sku', 'qty', 'outcome', 'reason', 'accepted_at', 'status')
 local sku, qty = rec[1], rec[2]
@@ -44,6 +47,9 @@ if rec[3] then
   return {rec[3], rec[4] or '', at or '0', 0, sku, qty}
 end
 if not sku then
+  if ARGV[6] ~= '1' then
+    return {'unrecorded', '', tostring(now), 0, ARGV[1], ARGV[2]}
+  end
   sku, qty = ARGV[1], ARGV[2]
   redis.call('HSET', KEYS[1], 'sku', sku, 'qty', qty)
 end

@@ -1,0 +1,127 @@
+//! A client of the order history (`order-history`'s HTTP API), for the
+//! services that need an old order once its Redis record has expired: the
+//! gateway's `GET /orders/<id>`, the processor's and the notifier's
+//! decide-once check for a message whose record is gone, the dashboard's
+//! replica panel.
+//!
+//! `HISTORY_URLS` lists every replica; any of them answers reads (a standby
+//! reads the same database), so a call walks the list until one answers.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{ConfigError, millis_or, var_or};
+use crate::domain::OrderId;
+
+/// The replicas `make up` starts.
+pub const DEFAULT_HISTORY_URLS: &str = "http://127.0.0.1:8095,http://127.0.0.1:8096";
+
+#[derive(Debug, Clone)]
+pub struct HistoryClient {
+    urls: Vec<String>,
+    http: reqwest::Client,
+}
+
+/// What one replica's `/health` said, or why it said nothing.
+#[derive(Debug, Clone)]
+pub struct ReplicaHealth {
+    pub url: String,
+    pub health: Result<Value, String>,
+}
+
+impl HistoryClient {
+    /// `urls`: base URLs (`http://host:port`), tried in order; `timeout`
+    /// bounds each call to one replica.
+    pub fn new(urls: Vec<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .expect("a plain HTTP client builds");
+        Self { urls, http }
+    }
+
+    /// `HISTORY_URLS` (comma-separated; empty = no history: old orders are
+    /// unknown once their records expire) and `HISTORY_TIMEOUT_MS` (1000).
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        let raw = var_or("HISTORY_URLS", DEFAULT_HISTORY_URLS);
+        let urls = parse_history_urls(&raw)?;
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self::new(urls, millis_or("HISTORY_TIMEOUT_MS", 1_000)?)))
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The order with its timeline, `None` if the history has never seen it.
+    /// An error means no replica answered.
+    pub async fn order(&self, id: &OrderId) -> anyhow::Result<Option<Value>> {
+        let mut last_error = None;
+        for base in &self.urls {
+            let url = format!("{base}/orders/{id}");
+            match self.http.get(&url).send().await {
+                Ok(res) if res.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
+                Ok(res) if res.status().is_success() => return Ok(Some(res.json().await?)),
+                Ok(res) => last_error = Some(anyhow::anyhow!("{url}: HTTP {}", res.status())),
+                Err(e) => last_error = Some(anyhow::anyhow!("{url}: {e}")),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no history URL configured")))
+    }
+
+    /// Every replica's `/health` (role, lag), in `HISTORY_URLS` order.
+    pub async fn replicas(&self) -> Vec<ReplicaHealth> {
+        let calls = self.urls.iter().map(|base| async move {
+            let url = format!("{base}/health");
+            let health = match self.http.get(&url).send().await {
+                Ok(res) => res.json::<Value>().await.map_err(|e| e.to_string()),
+                Err(e) => Err(if e.is_connect() {
+                    "not reachable".to_owned()
+                } else {
+                    e.to_string()
+                }),
+            };
+            ReplicaHealth {
+                url: base.clone(),
+                health,
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+}
+
+/// Splits `HISTORY_URLS`; each entry must be an `http://` base URL.
+pub fn parse_history_urls(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut urls = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !part.starts_with("http://") || part.len() <= "http://".len() {
+            return Err(ConfigError::new(
+                "HISTORY_URLS",
+                raw,
+                format!("{part:?} is not an http:// base URL"),
+            ));
+        }
+        urls.push(part.trim_end_matches('/').to_owned());
+    }
+    Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_urls_are_split_trimmed_and_checked() {
+        assert_eq!(
+            parse_history_urls(" http://a:1/ ,http://b:2,").unwrap(),
+            vec!["http://a:1", "http://b:2"]
+        );
+        assert!(parse_history_urls("").unwrap().is_empty());
+        let err = parse_history_urls("a:1").unwrap_err();
+        assert!(err.to_string().contains("HISTORY_URLS"), "{err}");
+    }
+}
