@@ -103,7 +103,12 @@ impl Handler {
             .await
     }
 
-    async fn notify(&self, event: &OrderEvent, n: Notification, trace: &TraceParent) -> Disposition {
+    async fn notify(
+        &self,
+        event: &OrderEvent,
+        n: Notification,
+        trace: &TraceParent,
+    ) -> Disposition {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut adopt = false;
         // Claim, waiting out another instance's live claim.
@@ -123,7 +128,10 @@ impl Handler {
                 Ok(Claim::Sent { at_ms, channel }) => {
                     // Its event may have been lost between the record and the ack.
                     if let Err(e) = self.publish_notified(event, at_ms, &channel, trace).await {
-                        tracing::warn!(error = format!("{e:#}"), "order.notified not confirmed, putting the delivery back");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "order.notified not confirmed, putting the delivery back"
+                        );
                         return Disposition::Requeue;
                     }
                     metrics::counter!("notifications_skipped_total").increment(1);
@@ -133,12 +141,17 @@ impl Handler {
                 Ok(Claim::Unrecorded) => match self.notified_in_history(event).await {
                     Ok(true) => {
                         metrics::counter!("notifications_skipped_total").increment(1);
-                        tracing::info!("already notified and kept in the history; its records have expired, nothing to do");
+                        tracing::info!(
+                            "already notified and kept in the history; its records have expired, nothing to do"
+                        );
                         return Disposition::Ack;
                     }
                     Ok(false) => adopt = true,
                     Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "the history does not answer, putting the delivery back");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "the history does not answer, putting the delivery back"
+                        );
                         return Disposition::Requeue;
                     }
                 },
@@ -183,7 +196,10 @@ impl Handler {
                     Ok(()) => Disposition::Ack,
                     Err(e) => {
                         // Recorded: the redelivery publishes it again, sends nothing.
-                        tracing::warn!(error = format!("{e:#}"), "order.notified not confirmed, putting the delivery back");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "order.notified not confirmed, putting the delivery back"
+                        );
                         Disposition::Requeue
                     }
                 }

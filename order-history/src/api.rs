@@ -212,7 +212,9 @@ async fn timestamp(
         Ok(row) => Ok(Some(row.get(0))),
         Err(e) if e.as_db_error().is_some() => Err(invalid(
             field,
-            format!("{raw:?} is not a timestamp; use e.g. 2026-11-29T10:00:00Z or milliseconds since the epoch"),
+            format!(
+                "{raw:?} is not a timestamp; use e.g. 2026-11-29T10:00:00Z or milliseconds since the epoch"
+            ),
         )),
         Err(e) => Err(e.into()),
     }
@@ -268,7 +270,9 @@ async fn list_orders(
         .then(|| rows.last().map(|r| r.get::<_, i64>(6).to_string()))
         .flatten();
     let orders: Vec<Value> = rows.iter().map(order_view).collect();
-    Ok(Json(json!({ "orders": orders, "next_cursor": next_cursor })))
+    Ok(Json(
+        json!({ "orders": orders, "next_cursor": next_cursor }),
+    ))
 }
 
 async fn get_order(
@@ -357,16 +361,15 @@ async fn stats(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
 /// 200 while the database answers (active or standby), 503 otherwise; the
 /// role, the checkpoint, the stream's tail and the lag between them.
 async fn health(State(api): State<Api>) -> Response {
-    let db_up = match tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let ping = async {
         let client = client(&api.pool).await?;
         client.query_one("SELECT 1", &[]).await?;
         Ok::<_, ApiError>(())
-    })
-    .await
-    {
-        Ok(Ok(())) => true,
-        _ => false,
     };
+    let db_up = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), ping).await,
+        Ok(Ok(()))
+    );
     let broker = api.broker.current();
     let state = &api.state;
     let body = json!({

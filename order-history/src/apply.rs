@@ -334,7 +334,9 @@ mod tests {
     }
 
     fn decided(offset: i64, id: &str, outcome: &str, reason: Option<&str>) -> Incoming {
-        let reason = reason.map(|r| format!(r#","reason":"{r}""#)).unwrap_or_default();
+        let reason = reason
+            .map(|r| format!(r#","reason":"{r}""#))
+            .unwrap_or_default();
         let route = if outcome == "reserved" {
             "order.created"
         } else {
@@ -353,9 +355,7 @@ mod tests {
         msg(
             offset,
             "order.notified",
-            &format!(
-                r#"{{"id":"{id}","sku":"s","qty":2,"channel":"log","notified_at_ms":300}}"#
-            ),
+            &format!(r#"{{"id":"{id}","sku":"s","qty":2,"channel":"log","notified_at_ms":300}}"#),
         )
     }
 
@@ -390,12 +390,14 @@ mod tests {
         let u = parse(&msg(6, "order.notified", "not json")).unwrap_err();
         assert!(u.error.contains("notified body"), "{}", u.error);
         // A reservation published under the rejection route.
-        assert!(parse(&{
-            let mut m = decided(8, "o1", "reserved", None);
-            m.routing_key = "order.rejected".into();
-            m
-        })
-        .is_err());
+        assert!(
+            parse(&{
+                let mut m = decided(8, "o1", "reserved", None);
+                m.routing_key = "order.rejected".into();
+                m
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -438,6 +440,9 @@ mod tests {
         let change = &fold(&events)[0];
         assert_eq!(change.status, OrderStatus::Reserved);
         assert_eq!(change.reason, None);
-        assert_eq!(fold(&events[..2])[0].reason.as_deref(), Some("invalid_stock"));
+        assert_eq!(
+            fold(&events[..2])[0].reason.as_deref(),
+            Some("invalid_stock")
+        );
     }
 }

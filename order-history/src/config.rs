@@ -72,8 +72,7 @@ impl HistoryConfig {
             ));
         }
         let database_url = var_or("DATABASE_URL", DEFAULT_DATABASE_URL);
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://"))
-        {
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(ConfigError::new(
                 "DATABASE_URL",
                 "(hidden)",

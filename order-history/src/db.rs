@@ -12,11 +12,8 @@ use deadpool::managed::{self, Metrics, RecycleResult};
 use tokio_postgres::{Client, NoTls};
 
 /// The migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 /// The first half of every advisory lock key of this service (the second is
 /// the schema's hash): "active replica" and "migrating".

@@ -103,7 +103,10 @@ async fn migrate_when_up(db: &Database, shutdown: &CancellationToken) -> anyhow:
     loop {
         match db.migrate().await {
             Ok(()) => return Ok(()),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot migrate the history yet; retrying"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot migrate the history yet; retrying"
+            ),
         }
         tokio::select! {
             () = shutdown.cancelled() => anyhow::bail!("shut down before PostgreSQL answered"),
@@ -122,7 +125,10 @@ pub struct Rebuilt {
 /// Recreates the read model from the stream's first event: takes the active
 /// lock (refusing while a replica holds it), empties the tables and applies
 /// the stream up to the tail it found at the start.
-pub async fn rebuild(config: HistoryConfig, shutdown: CancellationToken) -> anyhow::Result<Rebuilt> {
+pub async fn rebuild(
+    config: HistoryConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Rebuilt> {
     let db = Database::new(&config.database_url, &config.schema, config.db_timeout)
         .context("DATABASE_URL / HISTORY_SCHEMA")?;
     db.migrate().await?;
@@ -159,7 +165,10 @@ pub async fn rebuild(config: HistoryConfig, shutdown: CancellationToken) -> anyh
         )
         .await
         .context("emptying the history")?;
-    tracing::info!(?tail, "history emptied; applying orders.events from its first event");
+    tracing::info!(
+        ?tail,
+        "history emptied; applying orders.events from its first event"
+    );
     if let Some(tail) = tail {
         replica.active(client, Some(tail)).await?;
     }

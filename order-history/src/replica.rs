@@ -68,7 +68,8 @@ impl State {
     }
 
     pub fn set_checkpoint(&self, offset: Option<i64>) {
-        self.checkpoint.store(offset.unwrap_or(-1), Ordering::Relaxed);
+        self.checkpoint
+            .store(offset.unwrap_or(-1), Ordering::Relaxed);
     }
 
     pub fn tail(&self) -> Option<i64> {
@@ -161,7 +162,10 @@ impl Replica {
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = format!("{e:#}"), "PostgreSQL session lost while standing by");
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "PostgreSQL session lost while standing by"
+                            );
                             break;
                         }
                     }
@@ -199,14 +203,20 @@ impl Replica {
             {
                 return Ok(true);
             }
-            match self.subscribe_and_apply(&mut client, checkpoint, until).await {
+            match self
+                .subscribe_and_apply(&mut client, checkpoint, until)
+                .await
+            {
                 Ok(Ended::Shutdown) => return Ok(false),
                 Ok(Ended::CaughtUp) => return Ok(true),
                 Err(e) if client.is_closed() => return Err(e),
                 Err(e) => {
                     // The broker link or channel went away: start over from
                     // the checkpoint on whatever link comes next.
-                    tracing::warn!(error = format!("{e:#}"), "stream consumer ended, re-subscribing");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "stream consumer ended, re-subscribing"
+                    );
                     self.broker.report_failure();
                     if self.pause(Duration::from_millis(250)).await {
                         return Ok(false);
@@ -291,7 +301,9 @@ impl Replica {
                     if batch.len() >= self.batch || until.is_some_and(|u| offset >= u) {
                         break;
                     }
-                    next = match tokio::time::timeout(Duration::from_millis(20), consumer.next()).await {
+                    next = match tokio::time::timeout(Duration::from_millis(20), consumer.next())
+                        .await
+                    {
                         Ok(d) => d,
                         Err(_) => break,
                     };
@@ -307,9 +319,12 @@ impl Replica {
                 self.state
                     .duplicates
                     .fetch_add(applied.duplicates as u64, Ordering::Relaxed);
-                metrics::counter!("history_events_applied_total").increment(applied.inserted as u64);
-                metrics::counter!("history_events_duplicate_total").increment(applied.duplicates as u64);
-                metrics::counter!("history_events_unreadable_total").increment(applied.unreadable as u64);
+                metrics::counter!("history_events_applied_total")
+                    .increment(applied.inserted as u64);
+                metrics::counter!("history_events_duplicate_total")
+                    .increment(applied.duplicates as u64);
+                metrics::counter!("history_events_unreadable_total")
+                    .increment(applied.unreadable as u64);
                 metrics::counter!("history_batches_total").increment(1);
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
@@ -323,7 +338,8 @@ impl Replica {
             }
         }
         .await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "done".into())).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), channel.close(200, "done".into())).await;
         result
     }
 
@@ -337,7 +353,11 @@ impl Replica {
             Ok(n) => metrics::counter!("history_orders_retired_total").increment(n as u64),
             Err(e) => {
                 metrics::counter!("history_retire_failures_total").increment(1);
-                tracing::warn!(error = format!("{e:#}"), orders = finished.len(), "could not set the retention of finished orders in Redis; their records stay");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    orders = finished.len(),
+                    "could not set the retention of finished orders in Redis; their records stay"
+                );
             }
         }
     }
@@ -349,11 +369,12 @@ impl Replica {
         let stream = self.stream();
         let probe = async {
             let channel = link.connection.create_channel().await?;
-            channel
-                .basic_qos(1000, BasicQosOptions::default())
-                .await?;
+            channel.basic_qos(1000, BasicQosOptions::default()).await?;
             let mut args = FieldTable::default();
-            args.insert("x-stream-offset".into(), AMQPValue::LongString("last".into()));
+            args.insert(
+                "x-stream-offset".into(),
+                AMQPValue::LongString("last".into()),
+            );
             let mut consumer = channel
                 .basic_consume(
                     stream.clone().into(),

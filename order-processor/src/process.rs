@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
-use pipeline::keys::Keys;
 use pipeline::history::HistoryClient;
+use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderParked, OrderPlaced};
 use pipeline::store::Pool;
 use pipeline::trace::TraceParent;
@@ -168,8 +168,13 @@ impl Handler {
                         reason: reason.as_str().to_owned(),
                         parked_at_ms: at_ms,
                     };
-                    self.publish(EventKind::Parked, &order.id, &serde_json::to_vec(&event)?, trace)
-                        .await?;
+                    self.publish(
+                        EventKind::Parked,
+                        &order.id,
+                        &serde_json::to_vec(&event)?,
+                        trace,
+                    )
+                    .await?;
                 }
                 return Ok(Processed::Parked(reason));
             }
@@ -194,8 +199,13 @@ impl Handler {
             reason,
             decided_at_ms,
         };
-        self.publish(outcome.kind(), &order.id, &serde_json::to_vec(&event)?, trace)
-            .await?;
+        self.publish(
+            outcome.kind(),
+            &order.id,
+            &serde_json::to_vec(&event)?,
+            trace,
+        )
+        .await?;
         tracing::debug!(
             outcome = outcome.as_str(),
             reason = reason.map(|r| r.as_str()),

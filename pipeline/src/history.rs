@@ -50,7 +50,10 @@ impl HistoryClient {
         if urls.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Self::new(urls, millis_or("HISTORY_TIMEOUT_MS", 1_000)?)))
+        Ok(Some(Self::new(
+            urls,
+            millis_or("HISTORY_TIMEOUT_MS", 1_000)?,
+        )))
     }
 
     pub fn urls(&self) -> &[String] {

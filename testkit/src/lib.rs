@@ -71,6 +71,24 @@ pub fn broker_urls() -> String {
     })
 }
 
+/// The local PostgreSQL `make up`/`make test` runs, unless `DATABASE_URL`
+/// says otherwise.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://order_pipeline:order_pipeline@127.0.0.1:5433/order_pipeline".into()
+    })
+}
+
+/// The history schema of one test's prefix (`t-abc.` -> `t_abc`).
+pub fn history_schema(prefix: &str) -> String {
+    prefix
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

@@ -1,1 +1,4 @@
-mod history;
+mod api;
+mod helpers;
+mod replicas;
+mod retention;
