@@ -44,6 +44,32 @@ pub struct Ledger {
     pub stock_actual: i64,
     /// The lowest stock seen on any of the run's SKUs.
     pub stock_min: i64,
+    /// The history's side, when the run checks it (`None` otherwise).
+    pub history: Option<HistoryLedger>,
+}
+
+/// What the order history holds of the run, once it caught up.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistoryLedger {
+    /// Orders of the run in the pipeline (accepted or recovered).
+    pub expected: u64,
+    /// Of those, in the history with their final status.
+    pub complete: u64,
+    /// In the pipeline but missing from the history, or not final there.
+    pub missing: u64,
+    /// In the history with another status or reason than Redis said, or
+    /// without exactly the events their path implies (one each of placed,
+    /// created or rejected, notified).
+    pub mismatched: u64,
+    /// Orders whose Redis records had already expired (retention), judged
+    /// from the history alone.
+    pub expired_in_redis: u64,
+    /// Seconds from the pipeline's drain until the history held every order.
+    pub catch_up_secs: f64,
+    /// `/stats` against the Redis counters (orders = accepted, created =
+    /// reserved, rejected = rejected, notified = notified).
+    pub stats_equal_counters: bool,
+    pub stats_detail: String,
 }
 
 impl Ledger {
@@ -74,6 +100,23 @@ impl Ledger {
         }
         if self.stock_min < 0 {
             v.push(format!("stock went below zero ({})", self.stock_min));
+        }
+        if let Some(h) = &self.history {
+            if h.missing > 0 {
+                v.push(format!("{} orders missing from the history", h.missing));
+            }
+            if h.mismatched > 0 {
+                v.push(format!(
+                    "{} orders with another story or other events in the history",
+                    h.mismatched
+                ));
+            }
+            if !h.stats_equal_counters {
+                v.push(format!(
+                    "history /stats differ from the Redis counters: {}",
+                    h.stats_detail
+                ));
+            }
         }
         if self.retry_anomalies > 0 {
             v.push(format!(
@@ -138,8 +181,9 @@ pub struct Report {
     /// Orders fully through the pipeline (rejected, or notified) per second.
     pub end_to_end_per_sec: f64,
     pub latency: Latency,
-    /// Seconds from the fault to the first order accepted after it (chaos).
-    pub recovery_secs: Option<f64>,
+    /// Seconds from the fault until each recovery mark (chaos): e.g. the
+    /// first order *sent after the fault* accepted.
+    pub recovery: Vec<(String, f64)>,
     pub drained: bool,
     pub violations: Vec<String>,
     pub samples: Vec<Sample>,
@@ -209,8 +253,31 @@ impl fmt::Display for Report {
         for (name, value) in rows {
             writeln!(f, "  {name:<27} {value}")?;
         }
-        if let Some(r) = self.recovery_secs {
-            writeln!(f, "  {:<27} {r:.1} s", "recovery after the fault")?;
+        if let Some(h) = &l.history {
+            writeln!(
+                f,
+                "  {:<27} {} of {} complete, {} missing, {} mismatched ({} already expired in Redis)",
+                "history", h.complete, h.expected, h.missing, h.mismatched, h.expired_in_redis
+            )?;
+            writeln!(
+                f,
+                "  {:<27} caught up {:.1} s after the drain; /stats {} the counters{}",
+                "",
+                h.catch_up_secs,
+                if h.stats_equal_counters {
+                    "equal"
+                } else {
+                    "DIFFER FROM"
+                },
+                if h.stats_equal_counters {
+                    String::new()
+                } else {
+                    format!(" ({})", h.stats_detail)
+                }
+            )?;
+        }
+        for (what, secs) in &self.recovery {
+            writeln!(f, "  {:<27} {secs:.1} s", format!("recovery: {what}"))?;
         }
         if !self.drained {
             writeln!(

@@ -13,4 +13,4 @@ pub mod probe;
 pub mod progress;
 
 pub use ledger::{Ledger, Report};
-pub use load::{LoadConfig, run};
+pub use load::{HistoryTarget, LoadConfig, run};

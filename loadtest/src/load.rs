@@ -11,7 +11,7 @@ use pipeline::amqp::topology;
 use rand::Rng;
 use redis::AsyncCommands;
 
-use crate::ledger::{Latency, Ledger, Report, Sample};
+use crate::ledger::{HistoryLedger, Latency, Ledger, Report, Sample};
 use crate::progress::Progress;
 
 /// What to send, where, and how.
@@ -50,6 +50,18 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     pub run_id: String,
     pub progress: bool,
+    /// The order history to verify against (and to read expired orders
+    /// from), if the stack runs one.
+    pub history: Option<HistoryTarget>,
+}
+
+/// Where the history's tables are.
+#[derive(Debug, Clone)]
+pub struct HistoryTarget {
+    pub database_url: String,
+    pub schema: String,
+    /// How long the history may take to catch up after the drain.
+    pub catch_up_timeout: Duration,
 }
 
 impl LoadConfig {
@@ -75,6 +87,7 @@ impl LoadConfig {
             request_timeout: Duration::from_secs(15),
             run_id: format!("lt{}", pipeline::messages::now_ms()),
             progress: true,
+            history: None,
         }
     }
 
@@ -128,6 +141,7 @@ struct Shared {
 pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let redis = redis::Client::open(config.redis_url.clone())?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
+    let history = History::connect(&config).await?;
 
     // Seed the run's inventory.
     let stock = config.stock_per_sku();
@@ -180,7 +194,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             continue;
         };
         let seen = shared.seen.lock().expect("lock").clone();
-        let Ok(states) = read_orders(&config, &mut conn, &pending).await else {
+        let Ok(states) = read_orders(&config, &mut conn, &history, &pending).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -215,7 +229,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let samples = std::mem::take(&mut *samples.lock().expect("lock"));
 
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let mut ledger = verify(&config, &mut conn, &shared).await?;
+    let mut ledger = verify(&config, &mut conn, &history, &shared).await?;
+    if history.is_some() {
+        ledger.history = Some(verify_history(&config, &mut conn, &history, &shared).await?);
+    }
     ledger.client_retries = shared.client_retries.load(Ordering::Relaxed);
     ledger.retry_anomalies = shared.retry_anomalies.load(Ordering::Relaxed);
     ledger.dead_lettered = dlq_depth(&config).await.saturating_sub(dlq_before);
@@ -239,7 +256,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         send_secs,
         total_secs,
         latency,
-        recovery_secs: None,
+        recovery: Vec::new(),
         drained,
         violations,
         samples,
@@ -403,6 +420,8 @@ struct OrderState {
     notification: Option<String>,
     /// Sends that reached the sink (more than one is a duplicate).
     sends: u64,
+    /// Its Redis records had expired: read from the history instead.
+    expired: bool,
 }
 
 impl OrderState {
@@ -417,10 +436,65 @@ impl OrderState {
     }
 }
 
-/// Reads the records of orders `ids` (indexes into the run), pipelined.
+/// A session on the history's tables, when the run checks the history;
+/// opened again whenever it was lost (PostgreSQL may restart: chaos T9).
+struct History {
+    target: Option<HistoryTarget>,
+    session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl History {
+    async fn connect(config: &LoadConfig) -> anyhow::Result<Self> {
+        let history = Self {
+            target: config.history.clone(),
+            session: tokio::sync::Mutex::new(None),
+        };
+        if history.is_some() {
+            drop(history.session().await?);
+        }
+        Ok(history)
+    }
+
+    fn is_some(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// The session, connected.
+    async fn session(
+        &self,
+    ) -> anyhow::Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>> {
+        let target = self.target.as_ref().expect("checked by the caller");
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_none_or(|c| c.is_closed()) {
+            *session =
+                Some(order_history::audit::connect(&target.database_url, &target.schema).await?);
+        }
+        Ok(session)
+    }
+
+    async fn orders(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<HashMap<String, order_history::audit::Audit>> {
+        if !self.is_some() || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let session = self.session().await?;
+        order_history::audit::orders(session.as_ref().expect("connected"), ids).await
+    }
+
+    async fn totals(&self) -> anyhow::Result<HashMap<String, i64>> {
+        let session = self.session().await?;
+        order_history::audit::totals(session.as_ref().expect("connected")).await
+    }
+}
+
+/// Reads the records of orders `ids` (indexes into the run), pipelined; an
+/// order whose records have expired (retention) is read from the history.
 async fn read_orders(
     config: &LoadConfig,
     conn: &mut redis::aio::MultiplexedConnection,
+    history: &History,
     ids: &[u64],
 ) -> anyhow::Result<Vec<OrderState>> {
     let mut out = Vec::with_capacity(ids.len());
@@ -458,10 +532,160 @@ async fn read_orders(
                 accepted_at: o[0].take(),
                 sends: count(n[1].take()),
                 notification: n[0].take(),
+                expired: false,
             });
         }
     }
+    if history.is_some() {
+        let gone: Vec<(usize, String)> = ids
+            .iter()
+            .zip(&out)
+            .enumerate()
+            .filter(|(_, (_, st))| st.status.is_none() && st.sku.is_none())
+            .map(|(k, (i, _))| (k, config.order_id(*i)))
+            .collect();
+        let names: Vec<String> = gone.iter().map(|(_, id)| id.clone()).collect();
+        let found = history.orders(&names).await?;
+        for (k, id) in gone {
+            if let Some(a) = found.get(&id) {
+                out[k] = from_history(a);
+            }
+        }
+    }
     Ok(out)
+}
+
+/// An order whose Redis records expired, as the history tells it. The
+/// history's events are unique per kind, so a decision or send it shows is
+/// counted once.
+fn from_history(a: &order_history::audit::Audit) -> OrderState {
+    let outcome = match a.status.as_str() {
+        "reserved" | "notified" => Some("reserved".to_owned()),
+        "rejected" => Some("rejected".to_owned()),
+        _ => None,
+    };
+    OrderState {
+        accepted_at: Some("history".into()),
+        decisions: u64::from(outcome.is_some()),
+        outcome,
+        reason: a.reason.clone(),
+        sku: Some(a.sku.clone()),
+        qty: Some(a.qty.to_string()),
+        status: Some(a.status.clone()),
+        notification: (a.status == "notified").then(|| "sent".to_owned()),
+        sends: u64::from(a.status == "notified"),
+        expired: true,
+    }
+}
+
+/// The events an order's path implies, sorted.
+fn expected_kinds(st: &OrderState, expect_notified: bool) -> Vec<&'static str> {
+    let mut kinds = vec!["placed"];
+    match st.outcome.as_deref() {
+        Some("reserved") => {
+            kinds.push("created");
+            if expect_notified {
+                kinds.push("notified");
+            }
+        }
+        Some("rejected") => kinds.push("rejected"),
+        _ => {}
+    }
+    kinds.sort_unstable();
+    kinds
+}
+
+/// Waits for the history to hold every order of the run that reached the
+/// pipeline with its final status, then compares it order by order with
+/// what Redis said, and its totals with the Redis counters.
+async fn verify_history(
+    config: &LoadConfig,
+    conn: &mut redis::aio::MultiplexedConnection,
+    history: &History,
+    shared: &Shared,
+) -> anyhow::Result<HistoryLedger> {
+    let target = config.history.as_ref().expect("checked by the caller");
+    let seen = shared.seen.lock().expect("lock").clone();
+    let all: Vec<u64> = (0..config.orders).collect();
+    let states = read_orders(config, conn, history, &all).await?;
+    let in_pipeline: Vec<(String, &OrderState)> = all
+        .iter()
+        .zip(&states)
+        .filter(|(i, st)| seen[**i as usize] == Some(Seen::Accepted) || st.accepted_at.is_some())
+        .map(|(i, st)| (config.order_id(*i), st))
+        .collect();
+    let names: Vec<String> = in_pipeline.iter().map(|(id, _)| id.clone()).collect();
+    let final_status = |st: &OrderState| match st.outcome.as_deref() {
+        Some("reserved") if config.expect_notified => "notified",
+        Some("reserved") => "reserved",
+        Some("rejected") => "rejected",
+        _ => "",
+    };
+    let started = Instant::now();
+    let deadline = started + target.catch_up_timeout;
+    // Totals: the history's against the counters (the same prefix and schema
+    // hold every order of the stack, not only this run's: other traffic must
+    // settle too, so both are read until they agree or time runs out).
+    let pairs = [
+        ("orders", "accepted"),
+        ("created", "reserved"),
+        ("rejected", "rejected"),
+        ("notified", "notified"),
+    ];
+    let (found, differ) = loop {
+        let Ok(found) = history.orders(&names).await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let complete = in_pipeline
+            .iter()
+            .filter(|(id, st)| found.get(id).is_some_and(|a| a.status == final_status(st)))
+            .count();
+        let totals = history.totals().await.unwrap_or_default();
+        let counters = counters(conn, config).await?;
+        let differ: Vec<String> = pairs
+            .iter()
+            .filter_map(|(h_key, c_key)| {
+                let (hv, cv) = (
+                    totals.get(*h_key).copied().unwrap_or(0),
+                    counters.get(*c_key).copied().unwrap_or(0),
+                );
+                (hv != cv).then(|| format!("{h_key} {hv} vs {c_key} {cv}"))
+            })
+            .collect();
+        if (complete == in_pipeline.len() && differ.is_empty()) || Instant::now() > deadline {
+            break (found, differ);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let catch_up_secs = started.elapsed().as_secs_f64();
+    let mut h = HistoryLedger {
+        expected: in_pipeline.len() as u64,
+        catch_up_secs,
+        ..HistoryLedger::default()
+    };
+    for (id, st) in &in_pipeline {
+        if st.expired {
+            h.expired_in_redis += 1;
+        }
+        let Some(a) = found.get(id) else {
+            h.missing += 1;
+            continue;
+        };
+        if a.status != final_status(st) {
+            h.missing += 1;
+            continue;
+        }
+        h.complete += 1;
+        let mut kinds: Vec<&str> = a.kinds.iter().map(String::as_str).collect();
+        kinds.sort_unstable();
+        if kinds != expected_kinds(st, config.expect_notified) || a.reason != st.reason {
+            h.mismatched += 1;
+        }
+    }
+    h.stats_equal_counters = differ.is_empty();
+    h.stats_detail = differ.join(", ");
+    Ok(h)
 }
 
 /// Reads every order of the run back from its own records and counts. No
@@ -470,6 +694,7 @@ async fn read_orders(
 async fn verify(
     config: &LoadConfig,
     conn: &mut redis::aio::MultiplexedConnection,
+    history: &History,
     shared: &Shared,
 ) -> anyhow::Result<Ledger> {
     let seen = shared.seen.lock().expect("lock").clone();
@@ -479,7 +704,7 @@ async fn verify(
     };
     let mut reserved_per_sku: HashMap<String, i64> = HashMap::new();
     let all: Vec<u64> = (0..config.orders).collect();
-    let states = read_orders(config, conn, &all).await?;
+    let states = read_orders(config, conn, history, &all).await?;
     for (i, st) in all.iter().zip(states) {
         let client_accepted = seen[*i as usize] == Some(Seen::Accepted);
         if client_accepted {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use loadtest::{LoadConfig, plot, run};
+use loadtest::{HistoryTarget, LoadConfig, plot, run};
 
 const USAGE: &str = "\
 usage: loadtest [options]
@@ -21,6 +21,9 @@ usage: loadtest [options]
   --topology-prefix P     the stack's TOPOLOGY_PREFIX (default empty)
   --processor-metrics URL processor /metrics, comma-separated (default http://127.0.0.1:9101/metrics)
   --no-notifier           no notifier runs: reserved orders need not be notified
+  --database URL          the order history's PostgreSQL (default $DATABASE_URL, else the make-up one)
+  --history-schema S      the history's HISTORY_SCHEMA (default order_history)
+  --no-history            no order history runs: skip the history checks
   --drain-timeout SECS    how long to wait for the pipeline to drain (default 300)
   --json FILE             also write the report as JSON
   --plot FILE             also write a throughput/latency plot (SVG)
@@ -66,6 +69,12 @@ type Parsed = Option<(LoadConfig, Option<String>, Option<String>)>;
 
 fn parse(args: Vec<String>) -> Result<Parsed, String> {
     let mut config = LoadConfig::local(10_000);
+    let mut history = Some(HistoryTarget {
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| order_history::config::DEFAULT_DATABASE_URL.to_owned()),
+        schema: "order_history".into(),
+        catch_up_timeout: Duration::from_secs(300),
+    });
     let (mut json, mut plot_file) = (None, None);
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -92,6 +101,17 @@ fn parse(args: Vec<String>) -> Result<Parsed, String> {
                 config.processor_metrics = value()?.split(',').map(str::to_owned).collect();
             }
             "--no-notifier" => config.expect_notified = false,
+            "--database" => {
+                if let Some(h) = history.as_mut() {
+                    h.database_url = value()?;
+                }
+            }
+            "--history-schema" => {
+                if let Some(h) = history.as_mut() {
+                    h.schema = value()?;
+                }
+            }
+            "--no-history" => history = None,
             "--drain-timeout" => config.drain_timeout = Duration::from_secs(num(&flag, value()?)?),
             "--json" => json = Some(value()?),
             "--plot" => plot_file = Some(value()?),
@@ -108,5 +128,6 @@ fn parse(args: Vec<String>) -> Result<Parsed, String> {
     if config.rate.is_some_and(|r| r <= 0.0) {
         return Err("--rate must be positive".into());
     }
+    config.history = history;
     Ok(Some((config, json, plot_file)))
 }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod replica;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use loadtest::{LoadConfig, Report};
+use loadtest::{HistoryTarget, LoadConfig, Report};
 
 pub use testkit::{ProxyMode, TcpProxy, eventually};
 
@@ -77,6 +77,9 @@ pub struct Wiring {
     pub rabbitmq_urls: String,
     pub redis_url: String,
     pub extra: Vec<(&'static str, String)>,
+    /// The addresses of the order-history replicas (none: no history).
+    pub history: Vec<String>,
+    pub database_url: String,
 }
 
 impl Wiring {
@@ -87,7 +90,37 @@ impl Wiring {
             rabbitmq_urls: testkit::broker_urls(),
             redis_url: testkit::redis_url(),
             extra: Vec::new(),
+            history: Vec::new(),
+            database_url: testkit::database_url(),
         }
+    }
+
+    /// Runs `replicas` order-history replicas (started with
+    /// [`Wiring::start_history`]), and points every service and the ledger
+    /// at them.
+    pub fn with_history(mut self, replicas: usize) -> Self {
+        self.history = (0..replicas)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        self
+    }
+
+    /// Starts history replica `i` (of [`Wiring::with_history`]).
+    pub async fn start_history(&self, i: usize) -> Service {
+        let replica = format!("h{}", i + 1);
+        self.start_at(
+            "order-history",
+            self.history[i].clone(),
+            &[
+                ("HISTORY_REPLICA", replica.clone()),
+                ("DATABASE_URL", self.database_url.clone()),
+                ("HISTORY_SCHEMA", testkit::history_schema(&self.prefix)),
+                ("HISTORY_LOCK_POLL_MS", "200".into()),
+                ("DATABASE_TIMEOUT_MS", "2000".into()),
+            ],
+            &replica,
+        )
+        .await
     }
 
     pub fn key_prefix(&self) -> String {
@@ -96,19 +129,31 @@ impl Wiring {
 
     /// Starts `name` and waits for its `/health` to answer 200.
     pub async fn start(&self, name: &'static str) -> Service {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.start_at(name, addr, &[], name).await
+    }
+
+    async fn start_at(
+        &self,
+        name: &'static str,
+        addr: String,
+        own: &[(&'static str, String)],
+        log_name: &str,
+    ) -> Service {
         let addr_var = match name {
             "api-gateway" => "GATEWAY_ADDR",
             "order-processor" => "PROCESSOR_ADDR",
             "notifier" => "NOTIFIER_ADDR",
+            "order-history" => "HISTORY_ADDR",
             _ => "DASHBOARD_ADDR",
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(out_dir(self.scenario).join(format!("{name}.log")))
+            .open(out_dir(self.scenario).join(format!("{log_name}.log")))
             .unwrap();
+        let history_urls: Vec<String> =
+            self.history.iter().map(|a| format!("http://{a}")).collect();
         let mut env: HashMap<&str, String> = HashMap::from([
             (addr_var, addr.clone()),
             ("RABBITMQ_URLS", self.rabbitmq_urls.clone()),
@@ -123,9 +168,13 @@ impl Wiring {
             ("REQUEST_TIMEOUT_MS", "5000".into()),
             ("TRANSIENT_RETRY_MS", "15000".into()),
             ("NOTIFY_CLAIM_MS", "3000".into()),
-            ("RUST_LOG", "warn,pipeline::amqp=info".into()),
+            (
+                "RUST_LOG",
+                "warn,pipeline::amqp=info,order_history=info".into(),
+            ),
+            ("HISTORY_URLS", history_urls.join(",")),
         ]);
-        for (k, v) in &self.extra {
+        for (k, v) in self.extra.iter().chain(own) {
             env.insert(k, v.clone());
         }
         let child = Command::new(binary(name))
@@ -163,11 +212,78 @@ impl Wiring {
         c.request_timeout = Duration::from_secs(10);
         c.progress = false;
         c.run_id = format!("{}-{}", self.scenario, std::process::id());
+        if !self.history.is_empty() {
+            c.history = Some(HistoryTarget {
+                database_url: self.database_url.clone(),
+                schema: testkit::history_schema(&self.prefix),
+                catch_up_timeout: Duration::from_secs(240),
+            });
+        }
         c
     }
 
     pub async fn cleanup(&self) {
         testkit::delete_topology(&self.prefix).await;
+        if !self.history.is_empty() {
+            let schema = testkit::history_schema(&self.prefix);
+            if let Ok(db) = order_history::audit::connect(&self.database_url, &schema).await {
+                let _ = db
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            }
+        }
+    }
+
+    /// Seconds from `fault` until an order *sent after it* is accepted: a
+    /// fresh order every 100 ms from the fault on (each its own id, one try),
+    /// until the first 202. Requests in flight before the fault cannot
+    /// satisfy it.
+    pub async fn first_accepted_after(&self, gateway: &Service, fault: Instant) -> f64 {
+        let client = redis::Client::open(self.redis_url.clone()).unwrap();
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let key = format!("{}inventory:probe-sku", self.key_prefix());
+            let _: Result<(), _> = redis::AsyncCommands::set_nx(&mut c, key, 1_000_000).await;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let url = format!("http://{}/orders", gateway.addr);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                Some(at) = rx.recv() => return at,
+                _ = tick.tick() => {
+                    n += 1;
+                    let (http, url, tx) = (http.clone(), url.clone(), tx.clone());
+                    let body = format!(
+                        r#"{{"id":"probe-{}-{n}","sku":"probe-sku","qty":1}}"#,
+                        self.scenario
+                    );
+                    tokio::spawn(async move {
+                        let res = http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await;
+                        if res.is_ok_and(|r| r.status() == 202) {
+                            let _ = tx.send(fault.elapsed().as_secs_f64());
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A history replica's `/health`, or `Null` if it does not answer.
+pub async fn history_health(replica: &Service) -> serde_json::Value {
+    match reqwest::get(format!("http://{}/health", replica.addr)).await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
     }
 }
 

@@ -1,4 +1,8 @@
-//! T1–T7. Each prints its ledger and fails on a lost or duplicated order.
+//! T1–T9. Each prints its ledger and fails on a lost or duplicated order.
+//!
+//! Recovery is measured honestly: from the fault until an order *sent after
+//! the fault* is accepted ([`Wiring::first_accepted_after`]); requests already
+//! in flight before it cannot satisfy the measure.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +14,9 @@ use pipeline::shutdown::CancellationToken;
 use pipeline::trace::TraceParent;
 use redis::AsyncCommands;
 
-use crate::harness::{ProxyMode, TcpProxy, Wiring, check, eventually, free_port, orders, out_dir};
+use crate::harness::{
+    ProxyMode, TcpProxy, Wiring, check, eventually, free_port, history_health, orders, out_dir,
+};
 
 /// Waits until the run has `n` orders accepted (the gateway's counter).
 async fn until_accepted(w: &Wiring, n: i64) {
@@ -40,40 +46,26 @@ async fn until_accepted(w: &Wiring, n: i64) {
     .await;
 }
 
-async fn accepted_now(w: &Wiring) -> i64 {
-    let client = redis::Client::open(w.redis_url.clone()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    c.hget::<_, _, Option<i64>>(format!("{}counters", w.key_prefix()), "accepted")
-        .await
-        .unwrap()
-        .unwrap_or(0)
-}
-
-/// Seconds from `since` (the fault) until the accepted counter passes
-/// `before`, its value just before the fault.
-async fn time_to_recover(w: &Wiring, before: i64, since: Instant) -> f64 {
-    until_accepted(w, before + 1).await;
-    since.elapsed().as_secs_f64()
-}
-
 #[tokio::test]
 async fn fault_t1_broker_node_killed_mid_load() {
-    let mut w = Wiring::new("t1-node-kill");
+    let mut w = Wiring::new("t1-node-kill").with_history(1);
     // Every service starts on node 3, the one that dies.
     let urls: Vec<&str> = testkit::broker_urls().leak().split(',').collect();
     w.rabbitmq_urls = [urls[2], urls[0], urls[1]].join(",");
+    let _history = w.start_history(0).await;
     let gateway = w.start("api-gateway").await;
     let _processor = w.start("order-processor").await;
     let _notifier = w.start("notifier").await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
-    let before = accepted_now(&w).await;
     let killed_at = Instant::now();
     let restart = testkit::kill_node(3);
-    let recovery = time_to_recover(&w, before, killed_at).await;
+    let recovery = w.first_accepted_after(&gateway, killed_at).await;
     let mut report = load.await.unwrap().unwrap();
-    report.recovery_secs = Some(recovery);
+    report
+        .recovery
+        .push(("first order sent after the kill accepted".into(), recovery));
     drop(restart);
     check("t1-node-kill", &report);
     w.cleanup().await;
@@ -174,7 +166,6 @@ async fn fault_t3_poison_messages_are_parked_and_the_rest_flows() {
 struct OwnRedis {
     child: Child,
     port: u16,
-    dir: std::path::PathBuf,
 }
 
 impl OwnRedis {
@@ -195,7 +186,7 @@ impl OwnRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs");
-        Self { child, port, dir }
+        Self { child, port }
     }
 
     async fn ready(&self) {
@@ -241,17 +232,26 @@ async fn fault_t4_redis_killed_and_restarted_with_aof() {
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;
-    let before = accepted_now(&w).await;
     let _ = redis.child.kill();
     let _ = redis.child.wait();
     let killed_at = Instant::now();
+    let probe = w.first_accepted_after(&gateway, killed_at);
     // The outage itself: Redis stays down for a second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    redis = OwnRedis::start(port, redis.dir.clone());
-    redis.ready().await;
-    let recovery = time_to_recover(&w, before, killed_at).await;
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let redis = OwnRedis::start(port, dir.clone());
+        redis.ready().await;
+        (redis, killed_at.elapsed().as_secs_f64())
+    };
+    let (recovery, (restarted, back)) = tokio::join!(probe, restart);
+    redis = restarted;
     let mut report = load.await.unwrap().unwrap();
-    report.recovery_secs = Some(recovery);
+    report
+        .recovery
+        .push(("Redis back (restart after 1 s down)".into(), back));
+    report
+        .recovery
+        .push(("first order sent after the kill accepted".into(), recovery));
     check("t4-redis-kill", &report);
     drop(redis);
     w.cleanup().await;
@@ -277,16 +277,17 @@ async fn fault_t5_broker_link_blackholed_past_the_heartbeat() {
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
-    let before = accepted_now(&w).await;
     proxy.set(ProxyMode::Blackhole);
     let cut_at = Instant::now();
     // Services fail over to node 2 once heartbeats are missed (2 s here).
-    let recovery = time_to_recover(&w, before, cut_at).await;
+    let recovery = w.first_accepted_after(&gateway, cut_at).await;
     // Keep the cut for longer than the heartbeat timeout, then heal it.
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(cut_at.elapsed())).await;
     proxy.set(ProxyMode::Forward);
     let mut report = load.await.unwrap().unwrap();
-    report.recovery_secs = Some(recovery);
+    report
+        .recovery
+        .push(("first order sent after the cut accepted".into(), recovery));
     check("t5-blackhole", &report);
     w.cleanup().await;
 }
@@ -426,5 +427,239 @@ async fn ledger_ignores_unrelated_traffic_and_counters() {
         report.ledger.accepted + report.ledger.recovered,
         "only the run's own orders are counted"
     );
+    w.cleanup().await;
+}
+
+/// T8: `kill -9` of the active history replica mid-load. The standby takes
+/// over, the history ends complete (the ledger checks every order and its
+/// events), and the pipeline never notices.
+#[tokio::test]
+async fn fault_t8_active_history_replica_killed_mid_load() {
+    let w = Wiring::new("t8-history-kill").with_history(2);
+    let mut one = w.start_history(0).await;
+    let mut two = w.start_history(1).await;
+    let gateway = w.start("api-gateway").await;
+    let _processor = w.start("order-processor").await;
+    let _notifier = w.start("notifier").await;
+    let n = orders();
+    let load = tokio::spawn(run(w.load(&gateway, n)));
+    until_accepted(&w, (n / 3) as i64).await;
+    let (active, standby) = if history_health(&one).await["role"] == "active" {
+        (&mut one, &two)
+    } else {
+        (&mut two, &one)
+    };
+    assert_eq!(history_health(standby).await["role"], "standby");
+    active.kill9();
+    let killed_at = Instant::now();
+    let marks = async {
+        let mut took_over = None;
+        loop {
+            let h = history_health(standby).await;
+            if h["role"] == "active" && took_over.is_none() {
+                took_over = Some(killed_at.elapsed().as_secs_f64());
+            }
+            if let Some(took) = took_over
+                && h["applied"].as_u64().unwrap_or(0) > 0
+            {
+                return (took, killed_at.elapsed().as_secs_f64());
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(60),
+                "no failover: {h}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let ((took_over, first_applied), accepted) =
+        tokio::join!(marks, w.first_accepted_after(&gateway, killed_at));
+    let mut report = load.await.unwrap().unwrap();
+    let complete = killed_at.elapsed().as_secs_f64();
+    report.recovery.extend([
+        ("standby active (failover)".to_owned(), took_over),
+        ("standby applied its first event".to_owned(), first_applied),
+        (
+            "first order sent after the kill accepted".to_owned(),
+            accepted,
+        ),
+        ("history complete and verified".to_owned(), complete),
+    ]);
+    check("t8-history-kill", &report);
+    assert!(
+        report
+            .ledger
+            .history
+            .as_ref()
+            .is_some_and(|h| h.complete > 0)
+    );
+    w.cleanup().await;
+}
+
+/// A PostgreSQL of the test's own on a free port (a restart must not disturb
+/// the other tests' database).
+struct OwnPostgres {
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn bin(tool: &str) -> std::path::PathBuf {
+        let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (make deps)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .collect();
+        dirs.sort();
+        dirs.pop().expect("a PostgreSQL version").join(tool)
+    }
+
+    /// Runs a PostgreSQL tool as the `postgres` user when we are root
+    /// (`initdb` refuses root), else as ourselves.
+    fn run(tool: &str, args: &[&str]) {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(Self::bin(tool));
+            c
+        } else {
+            Command::new(Self::bin(tool))
+        };
+        let status = cmd
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    fn start() -> Self {
+        let port = free_port();
+        let data = std::env::temp_dir().join(format!("order-pipeline-t9-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        let _ = Command::new("chown").arg("postgres:").arg(&data).status();
+        let d = data.to_str().unwrap().to_owned();
+        Self::run(
+            "initdb",
+            &[
+                "-D",
+                &format!("{d}/pg"),
+                "-A",
+                "trust",
+                "-U",
+                "order_pipeline",
+                "--no-sync",
+            ],
+        );
+        let pg = Self { data, port };
+        pg.up();
+        pg
+    }
+
+    fn up(&self) {
+        let d = self.data.to_str().unwrap();
+        let opts = format!(
+            "-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        Self::run(
+            "pg_ctl",
+            &[
+                "-D",
+                &format!("{d}/pg"),
+                "-o",
+                &opts,
+                "-l",
+                &format!("{d}/pg.log"),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn down(&self) {
+        let d = self.data.to_str().unwrap();
+        Self::run(
+            "pg_ctl",
+            &["-D", &format!("{d}/pg"), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://order_pipeline@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let d = self.data.to_str().unwrap().to_owned();
+        let _ = std::panic::catch_unwind(|| {
+            Self::run(
+                "pg_ctl",
+                &["-D", &format!("{d}/pg"), "-m", "immediate", "stop"],
+            )
+        });
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// T9: PostgreSQL restarted mid-load. The order path never waits on it; the
+/// history reconnects, catches up, and ends complete.
+#[tokio::test]
+async fn fault_t9_postgres_restarted_mid_load() {
+    let pg = OwnPostgres::start();
+    let mut w = Wiring::new("t9-postgres-restart").with_history(2);
+    w.database_url = pg.url();
+    let one = w.start_history(0).await;
+    let two = w.start_history(1).await;
+    let gateway = w.start("api-gateway").await;
+    let _processor = w.start("order-processor").await;
+    let _notifier = w.start("notifier").await;
+    let n = orders();
+    let load = tokio::spawn(run(w.load(&gateway, n)));
+    until_accepted(&w, (n / 3) as i64).await;
+    let applied = |h: &serde_json::Value| h["applied"].as_u64().unwrap_or(0);
+    let before = applied(&history_health(&one).await) + applied(&history_health(&two).await);
+    pg.down();
+    let stopped_at = Instant::now();
+    let accepted = w.first_accepted_after(&gateway, stopped_at).await;
+    // Down for at least 2 s, then back with the same data.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(stopped_at.elapsed())).await;
+    pg.up();
+    let back = stopped_at.elapsed().as_secs_f64();
+    let mut applying = None;
+    while applying.is_none() {
+        let now = applied(&history_health(&one).await) + applied(&history_health(&two).await);
+        if now > before {
+            applying = Some(stopped_at.elapsed().as_secs_f64());
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(90),
+            "the history never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut report = load.await.unwrap().unwrap();
+    report.recovery.extend([
+        (
+            "first order sent after the stop accepted".to_owned(),
+            accepted,
+        ),
+        ("PostgreSQL back (restart after 2 s down)".to_owned(), back),
+        ("history applying again".to_owned(), applying.unwrap()),
+        (
+            "history complete and verified".to_owned(),
+            stopped_at.elapsed().as_secs_f64(),
+        ),
+    ]);
+    check("t9-postgres-restart", &report);
+    assert!(
+        accepted < back,
+        "orders were accepted while PostgreSQL was down ({accepted:.1} s < {back:.1} s)"
+    );
+    drop((one, two));
     w.cleanup().await;
 }
