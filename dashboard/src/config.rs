@@ -26,6 +26,9 @@ pub struct DashboardConfig {
     pub inventory_rescan: Duration,
     /// `SSE_MAX_CLIENTS`: live pages served at once.
     pub sse_max_clients: usize,
+    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: the order-history replicas whose
+    /// role and lag the page shows, and where an expired order is looked up.
+    pub order_history: Option<pipeline::history::HistoryClient>,
 }
 
 impl DashboardConfig {
@@ -49,6 +52,7 @@ impl DashboardConfig {
                 }
                 n => n,
             },
+            order_history: pipeline::history::HistoryClient::from_env()?,
         })
     }
 }

@@ -72,6 +72,7 @@ struct AppState {
     updates: watch::Receiver<Option<Arc<Update>>>,
     history: Arc<Mutex<VecDeque<Point>>>,
     inventory: Arc<snapshot::InventoryKeys>,
+    order_history: Option<pipeline::history::HistoryClient>,
     /// One permit per open live page (`SSE_MAX_CLIENTS`).
     sse_clients: Arc<tokio::sync::Semaphore>,
     /// How often an idle live page gets a keep-alive comment: well inside the
@@ -118,6 +119,7 @@ impl Dashboard {
             updates: rx,
             history: history.clone(),
             inventory: Arc::new(snapshot::InventoryKeys::new(self.config.inventory_rescan)),
+            order_history: self.config.order_history.clone(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(self.config.sse_max_clients)),
             keep_alive: (self.config.http.idle_timeout / 3).min(std::time::Duration::from_secs(15)),
         };
@@ -158,8 +160,14 @@ async fn sample(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let snapshot =
-            snapshot::collect(&state.pool, &state.keys, &state.broker, &state.inventory).await;
+        let snapshot = snapshot::collect(
+            &state.pool,
+            &state.keys,
+            &state.broker,
+            &state.inventory,
+            state.order_history.as_ref(),
+        )
+        .await;
         let recent = snapshot::recent_orders(&state.pool, &state.keys, RECENT)
             .await
             .unwrap_or_default();
@@ -193,8 +201,14 @@ async fn sample(
 /// `GET /metrics`: JSON, or Prometheus text when `Accept` asks for
 /// `text/plain` or OpenMetrics.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot =
-        snapshot::collect(&state.pool, &state.keys, &state.broker, &state.inventory).await;
+    let snapshot = snapshot::collect(
+        &state.pool,
+        &state.keys,
+        &state.broker,
+        &state.inventory,
+        state.order_history.as_ref(),
+    )
+    .await;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -280,7 +294,15 @@ async fn order(State(state): State<AppState>, Path(raw): Path<String>) -> Respon
             .into_response();
         }
     };
-    match pipeline::view::load_order(&state.pool, &state.keys, &id, true).await {
+    let found = match pipeline::view::load_order(&state.pool, &state.keys, &id, true).await {
+        // A finished order's records expire; the history keeps it.
+        Ok(None) => match &state.order_history {
+            Some(history) => history.order(&id).await.or(Ok(None)),
+            None => Ok(None),
+        },
+        other => other,
+    };
+    match found {
         Ok(Some(view)) => Json(view).into_response(),
         Ok(None) => Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")
             .detail(format!("no order with id {id}"))

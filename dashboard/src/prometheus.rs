@@ -38,6 +38,35 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(out, "order_pipeline_anomalies_total {}", s.orders.anomalies);
     family(
         &mut out,
+        "order_pipeline_history_active",
+        "gauge",
+        "1 for the order-history replica that applies the event stream, 0 for a standby or one that is down.",
+    );
+    for r in &s.history {
+        let _ = writeln!(
+            out,
+            "order_pipeline_history_active{{url=\"{}\"}} {}",
+            escape(&r.url),
+            u8::from(r.role == "active")
+        );
+    }
+    family(
+        &mut out,
+        "order_pipeline_history_lag_events",
+        "gauge",
+        "Events on orders.events an order-history replica has not applied yet.",
+    );
+    for r in &s.history {
+        if let Some(lag) = r.lag_events {
+            let _ = writeln!(
+                out,
+                "order_pipeline_history_lag_events{{url=\"{}\"}} {lag}",
+                escape(&r.url)
+            );
+        }
+    }
+    family(
+        &mut out,
         "order_pipeline_orders_rejected_total",
         "counter",
         "Rejected orders by reason.",

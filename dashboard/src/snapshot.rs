@@ -26,6 +26,59 @@ pub struct Snapshot {
     /// Ready messages per queue; `null` when the broker could not be asked.
     pub queues: BTreeMap<&'static str, Option<u32>>,
     pub health: Health,
+    /// Each order-history replica of `HISTORY_URLS` (empty: no history).
+    pub history: Vec<HistoryReplica>,
+}
+
+/// One order-history replica as its `/health` describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReplica {
+    pub url: String,
+    /// Its `HISTORY_REPLICA` name, when it answered.
+    pub replica: Option<String>,
+    /// `active`, `standby`, or `down` (not answering).
+    pub role: String,
+    pub checkpoint: Option<i64>,
+    /// Events on the stream it has not applied yet.
+    pub lag_events: Option<u64>,
+    /// Why it is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+async fn history_replicas(
+    client: Option<&pipeline::history::HistoryClient>,
+) -> Vec<HistoryReplica> {
+    let Some(client) = client else {
+        return Vec::new();
+    };
+    client
+        .replicas()
+        .await
+        .into_iter()
+        .map(|r| match r.health {
+            Ok(h) => HistoryReplica {
+                url: r.url,
+                replica: h["replica"].as_str().map(str::to_owned),
+                role: match (h["status"].as_str(), h["role"].as_str()) {
+                    (Some("ok"), Some(role)) => role.to_owned(),
+                    (_, Some(_)) => "degraded".to_owned(),
+                    _ => "down".to_owned(),
+                },
+                checkpoint: h["checkpoint"].as_i64(),
+                lag_events: h["lag_events"].as_u64(),
+                error: None,
+            },
+            Err(e) => HistoryReplica {
+                url: r.url,
+                replica: None,
+                role: "down".to_owned(),
+                checkpoint: None,
+                lag_events: None,
+                error: Some(e),
+            },
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,8 +129,13 @@ pub async fn collect(
     keys: &Keys,
     broker: &Broker,
     inventory: &InventoryKeys,
+    order_history: Option<&pipeline::history::HistoryClient>,
 ) -> Snapshot {
-    let (redis, queues) = tokio::join!(read_redis(pool, keys, inventory), queue_depths(broker));
+    let (redis, queues, history) = tokio::join!(
+        read_redis(pool, keys, inventory),
+        queue_depths(broker),
+        history_replicas(order_history)
+    );
     let link = broker.current();
     let (orders, inventory, notifications, redis_ok) = match redis {
         Ok((o, i, n)) => (o, i, n, true),
@@ -102,6 +160,7 @@ pub async fn collect(
             broker: link.is_some(),
             broker_node: link.map(|l| l.node.clone()),
         },
+        history,
     }
 }
 

@@ -133,6 +133,15 @@ impl Database {
         Ok(())
     }
 
+    /// Drops the schema with everything in it (throwaway histories: tests).
+    pub async fn drop_schema(&self) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await?;
+        Ok(())
+    }
+
     /// Tries once to become the active replica: `true` when this session
     /// now holds the lock (until it ends).
     pub async fn try_lock_active(&self, client: &Client) -> anyhow::Result<bool> {

@@ -11,6 +11,9 @@ pub use testkit::{World, eventually};
 
 pub struct Stack {
     pub world: World,
+    /// The order-history replica the dashboard shows (a second configured
+    /// URL answers nothing: a replica that is down).
+    pub history: String,
     pub gateway: String,
     pub dashboard: String,
     pub client: reqwest::Client,
@@ -27,6 +30,32 @@ impl Stack {
         let redis = testkit::redis_config(&prefix);
         let any_port = "127.0.0.1:0".parse().unwrap();
         let mut tasks = Vec::new();
+
+        let history = order_history::History::build(
+            order_history::HistoryConfig {
+                addr: any_port,
+                broker: broker("order-history-test"),
+                redis: redis.clone(),
+                http: testkit::http_limits(),
+                database_url: testkit::database_url(),
+                schema: testkit::history_schema(&prefix),
+                replica: "dash-h1".into(),
+                batch: 100,
+                lock_poll: Duration::from_millis(100),
+                retention: Duration::from_secs(3600),
+                pool_size: 2,
+                db_timeout: Duration::from_secs(3),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let history_url = format!("http://{}", history.local_addr());
+        tasks.push(tokio::spawn(history.run_until_stopped()));
+        let order_history = pipeline::history::HistoryClient::new(
+            vec![history_url.clone(), "http://127.0.0.1:9".into()],
+            Duration::from_millis(500),
+        );
 
         let processor = order_processor::Processor::build(
             order_processor::ProcessorConfig {
@@ -91,6 +120,7 @@ impl Stack {
                 low_stock: 10,
                 inventory_rescan: Duration::from_millis(100),
                 sse_max_clients: 8,
+                order_history: Some(order_history),
             },
             shutdown.clone(),
         )
@@ -100,6 +130,7 @@ impl Stack {
         tasks.push(tokio::spawn(dash.run_until_stopped()));
         Self {
             world,
+            history: history_url,
             gateway: gateway_url,
             dashboard: dashboard_url,
             client: reqwest::Client::new(),
@@ -136,6 +167,14 @@ impl Stack {
         for t in self.tasks {
             t.await.unwrap().unwrap();
         }
+        let schema = testkit::history_schema(&self.world.prefix);
+        let db = order_history::db::Database::new(
+            &testkit::database_url(),
+            &schema,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        db.drop_schema().await.unwrap();
         self.world.finish().await;
     }
 }

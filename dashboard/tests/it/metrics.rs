@@ -133,6 +133,17 @@ async fn prometheus_text_passes_promtool() {
     );
     assert!(text.contains("order_pipeline_orders_rejected_total{reason=\"unknown_sku\"} 1"));
     assert!(text.contains("order_pipeline_inventory_units{sku=\"widget\"} 0"));
+    assert!(
+        text.contains(&format!(
+            "order_pipeline_history_active{{url=\"{}\"}} 1",
+            s.history
+        )) || text.contains(&format!(
+            "order_pipeline_history_active{{url=\"{}\"}} 0",
+            s.history
+        )),
+        "{text}"
+    );
+    assert!(text.contains("order_pipeline_history_active{url=\"http://127.0.0.1:9\"} 0"));
 
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -255,5 +266,31 @@ async fn live_pages_are_capped_and_framework_errors_are_problems() {
             "{method} {path}"
         );
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_history_panel_names_each_replica_with_its_role_and_lag() {
+    let mut s = Stack::start().await;
+    known_sequence(&mut s).await;
+    let history = s.history.clone();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = s.metrics_json().await;
+        let replicas = &last["history"];
+        if replicas[0]["role"] == "active" && replicas[0]["checkpoint"].is_i64() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let replicas = last["history"].as_array().expect("a history array");
+    assert_eq!(replicas.len(), 2, "{last}");
+    assert_eq!(replicas[0]["url"], history.as_str());
+    assert_eq!(replicas[0]["replica"], "dash-h1");
+    assert_eq!(replicas[0]["role"], "active", "{last}");
+    assert!(replicas[0]["checkpoint"].is_i64(), "{last}");
+    assert!(replicas[0]["lag_events"].is_u64(), "{last}");
+    assert_eq!(replicas[1]["role"], "down");
+    assert!(replicas[1]["error"].is_string());
     s.stop().await;
 }

@@ -226,11 +226,13 @@ impl Wiring {
         testkit::delete_topology(&self.prefix).await;
         if !self.history.is_empty() {
             let schema = testkit::history_schema(&self.prefix);
-            if let Ok(db) = order_history::audit::connect(&self.database_url, &schema).await {
-                let _ = db
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await;
-            }
+            let db = order_history::db::Database::new(
+                &self.database_url,
+                &schema,
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            let _ = db.drop_schema().await;
         }
     }
 

@@ -115,13 +115,15 @@ pub async fn sql(prefix: &str) -> tokio_postgres::Client {
 
 /// Drops the test's schema.
 pub async fn drop_schema(prefix: &str) {
-    let client = sql(prefix).await;
-    let _ = client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            testkit::history_schema(prefix)
-        ))
-        .await;
+    order_history::db::Database::new(
+        &testkit::database_url(),
+        &testkit::history_schema(prefix),
+        Duration::from_secs(3),
+    )
+    .unwrap()
+    .drop_schema()
+    .await
+    .unwrap();
 }
 
 /// Gateway, processor and notifier (log sink) wired to `history`.
