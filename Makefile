@@ -42,7 +42,7 @@ replay-dlq:
 	  *) echo "QUEUE must be orders or notifier, got '$(QUEUE)'" >&2; exit 2 ;; \
 	esac
 
-## The long chaos scenarios (T1-T7 of reliability.md, 20,000 orders each).
+## The long chaos scenarios (T1-T9 of reliability.md, 20,000 orders each).
 chaos: deps
 	cargo build --bins
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-20000} cargo nextest run -p loadtest --test chaos --no-capture

@@ -74,6 +74,7 @@ fn parse(args: Vec<String>) -> Result<Parsed, String> {
             .unwrap_or_else(|_| order_history::config::DEFAULT_DATABASE_URL.to_owned()),
         schema: "order_history".into(),
         catch_up_timeout: Duration::from_secs(300),
+        check: true,
     });
     let (mut json, mut plot_file) = (None, None);
     let mut it = args.into_iter();

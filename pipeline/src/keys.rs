@@ -9,6 +9,7 @@
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
 //! | `recent_orders` | list of the newest order ids, newest first, capped | gateway, processor |
 //! | `anomalies` | list of the newest messages that disagreed with their order's record (JSON), capped | processor |
+//! | `retired_ids` | bitmap: a fixed-size filter of order ids whose records expired (retention) | order-history |
 //!
 //! Idempotency keys and order ids never share a key space: `idemp:` holds only
 //! `Idempotency-Key` header values, `order:` only order ids.
@@ -46,6 +47,11 @@ impl Keys {
     /// in another record).
     pub fn order_prefix(&self) -> String {
         format!("{}order:", self.prefix)
+    }
+
+    /// The filter of retired order ids (see `retire.lua`, `intake.lua`).
+    pub fn retired_ids(&self) -> String {
+        format!("{}retired_ids", self.prefix)
     }
 
     pub fn anomalies(&self) -> String {

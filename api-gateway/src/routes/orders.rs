@@ -151,6 +151,42 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         .transpose()
 }
 
+/// An id whose records may have expired: the history decides. The same
+/// payload is the same (finished) order, its acceptance replayed; another is
+/// a conflict; an id the history never saw (a filter false positive) is
+/// claimed as new.
+async fn retired(
+    state: &AppState,
+    request: &OrderRequest,
+    key: Option<&IdempotencyKey>,
+    id: &OrderId,
+) -> Result<Intake, ApiError> {
+    metrics::counter!("retired_id_lookups_total").increment(1);
+    let known = match &state.history {
+        Some(history) => history
+            .order(id)
+            .await
+            .map_err(ApiError::HistoryUnavailable)?,
+        None => None,
+    };
+    match known {
+        Some(order) => {
+            let same = order["sku"].as_str() == Some(request.sku.as_str())
+                && order["qty"].as_u64() == Some(u64::from(request.qty.get()));
+            Ok(if same {
+                Intake::Accepted(id.clone())
+            } else {
+                Intake::IdConflict(id.clone())
+            })
+        }
+        None => state
+            .store
+            .claim_unretired(request, key)
+            .await
+            .map_err(ApiError::StoreUnavailable),
+    }
+}
+
 #[tracing::instrument(name = "intake", skip_all, fields(order_id, key = key.as_ref().map(|k| k.as_str()), trace_id = trace.trace_id()))]
 async fn intake(
     state: AppState,
@@ -159,13 +195,21 @@ async fn intake(
     trace: TraceParent,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let claim = match state
+    let mut intake = state
         .store
         .claim(&request, key.as_ref())
         .await
-        .map_err(ApiError::StoreUnavailable)?
-    {
+        .map_err(ApiError::StoreUnavailable)?;
+    if let Intake::Retired(id) = &intake {
+        intake = retired(&state, &request, key.as_ref(), id).await?;
+    }
+    let claim = match intake {
         Intake::Process(claim) => claim,
+        Intake::Retired(id) => {
+            return Err(ApiError::Unexpected(anyhow::anyhow!(
+                "intake.lua said {id} is retired after the history was asked"
+            )));
+        }
         Intake::Replay(stored) => {
             metrics::counter!("idempotency_replays_total").increment(1);
             return Ok(order_response(&stored, true));

@@ -2,14 +2,76 @@
 //! `BENCHMARKS.md` and `bench/e2e.svg`.
 //!
 //! (a) the broker's raw confirmed-publish rate to a quorum queue,
-//! (b) gateway intake at 64 connections (distinct orders, closed loop),
-//! (c) end-to-end orders/s for ORDERS orders (default 100,000) with the ledger,
-//! (d) peak RSS of each service (VmHWM of the pids in .stack/services/).
+//! (b) gateway intake at 64 connections (distinct orders, closed loop), with
+//!     `order.new` routed to the `orders.events` stream as deployed, and with
+//!     that one binding removed for the run (the intake before the stream),
+//! (c) end-to-end orders/s for ORDERS orders (default 100,000) with the
+//!     ledger, including the order history's checks,
+//! (d) peak RSS of each service (VmHWM of the pids in .stack/services/),
+//! (e) Redis `used_memory` after each of RETENTION_ROUNDS rounds (default 5)
+//!     of 8,000 orders: flat once ORDER_RETENTION_SECS (the stack's) has
+//!     passed, growing without retention.
 
 use std::fmt::Write;
 use std::time::Duration;
 
-use loadtest::{LoadConfig, plot, probe, run};
+use lapin::types::FieldTable;
+use loadtest::{HistoryTarget, LoadConfig, plot, probe, run};
+use pipeline::amqp::Topology;
+
+fn with_history(mut config: LoadConfig) -> LoadConfig {
+    config.history = Some(HistoryTarget {
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| order_history::config::DEFAULT_DATABASE_URL.to_owned()),
+        schema: std::env::var("HISTORY_SCHEMA").unwrap_or_else(|_| "order_history".into()),
+        catch_up_timeout: Duration::from_secs(600),
+        check: true,
+    });
+    config
+}
+
+/// Binds or unbinds `order.new` from `orders.direct` to `orders.events`.
+async fn route_new_orders_to_stream(amqp: &str, routed: bool) -> anyhow::Result<()> {
+    let topology = Topology::new("", 1);
+    let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let (queue, exchange) = (topology.events_stream(), topology.orders_exchange());
+    let key = pipeline::messages::ROUTE_NEW_ORDER;
+    if routed {
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    } else {
+        ch.queue_unbind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn redis_memory(url: &str) -> anyhow::Result<(u64, u64)> {
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut c).await?;
+    Ok((used, keys))
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,26 +86,69 @@ async fn main() -> anyhow::Result<()> {
     let raw = probe::confirmed_publish_rate(amqp, 50_000, 512).await?;
     eprintln!("    {raw:.0} msg/s");
 
-    eprintln!("(b) gateway intake, 64 connections ...");
-    let mut intake = LoadConfig::local(20_000);
-    intake.concurrency = 64;
-    intake.retry_share = 0.0;
-    intake.run_id = format!("bench-intake-{}", std::process::id());
-    let intake = run(intake).await?;
+    eprintln!("(b) gateway intake, 64 connections, orders also routed to the stream ...");
+    // Orders finished before the drain ends may already have left Redis
+    // (a short ORDER_RETENTION_SECS): the ledger reads them from the history.
+    let intake_config = |tag: &str| {
+        let mut c = with_history(LoadConfig::local(20_000));
+        c.concurrency = 64;
+        c.retry_share = 0.0;
+        c.run_id = format!("bench-intake-{tag}-{}", std::process::id());
+        c
+    };
+    let intake = run(intake_config("stream")).await?;
+    eprintln!("(b) gateway intake without the stream binding ...");
+    route_new_orders_to_stream(amqp, false).await?;
+    let mut nostream = intake_config("nostream");
+    // Its orders have no `placed` event: the history is read, not verified.
+    if let Some(h) = nostream.history.as_mut() {
+        h.check = false;
+    }
+    let unrouted = run(nostream).await;
+    route_new_orders_to_stream(amqp, true).await?;
+    let unrouted = unrouted?;
 
     eprintln!("(c) end to end, {orders} orders ...");
-    let mut e2e = LoadConfig::local(orders);
+    let mut e2e = with_history(LoadConfig::local(orders));
     e2e.concurrency = 64;
     e2e.drain_timeout = Duration::from_secs(1800);
     e2e.run_id = format!("bench-e2e-{}", std::process::id());
     let e2e = run(e2e).await?;
     println!("{e2e}");
 
-    let rss: Vec<(String, Option<u64>)> =
-        ["api-gateway", "order-processor", "notifier", "dashboard"]
-            .iter()
-            .map(|s| (s.to_string(), peak_rss_kib(&root, s)))
-            .collect();
+    let rounds: u64 = std::env::var("RETENTION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let redis_url = "redis://127.0.0.1:6379";
+    let mut memory = vec![("before".to_owned(), redis_memory(redis_url).await?)];
+    for round in 1..=rounds {
+        eprintln!("(e) Redis memory, round {round} of {rounds} (8,000 orders) ...");
+        let mut c = with_history(LoadConfig::local(8_000));
+        c.run_id = format!("bench-retention-{round}-{}", std::process::id());
+        c.progress = false;
+        let r = run(c).await?;
+        if !r.ok() {
+            eprintln!("{r}");
+            anyhow::bail!("round {round} broke an invariant");
+        }
+        memory.push((
+            format!("after round {round} ({} orders)", round * 8_000),
+            redis_memory(redis_url).await?,
+        ));
+    }
+
+    let rss: Vec<(String, Option<u64>)> = [
+        "api-gateway",
+        "order-processor",
+        "notifier",
+        "dashboard",
+        "order-history-1",
+        "order-history-2",
+    ]
+    .iter()
+    .map(|s| (s.to_string(), peak_rss_kib(&root, s)))
+    .collect();
 
     let svg_path = root.join("bench/e2e.svg");
     std::fs::write(
@@ -62,11 +167,19 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         table,
-        "| (b) gateway intake, 64 connections | {:.0} orders/s (p50 {:.1} ms, p99 {:.1} ms) | {:.2} |",
+        "| (b) gateway intake, 64 connections (orders also routed to `orders.events`) | {:.0} orders/s (p50 {:.1} ms, p99 {:.1} ms) | {:.2} |",
         intake.accepted_per_sec,
         intake.latency.p50_ms,
         intake.latency.p99_ms,
         intake.accepted_per_sec / raw
+    );
+    let _ = writeln!(
+        table,
+        "| (b') the same without the stream binding (the intake before the stream) | {:.0} orders/s (p50 {:.1} ms, p99 {:.1} ms) | {:.2} |",
+        unrouted.accepted_per_sec,
+        unrouted.latency.p50_ms,
+        unrouted.latency.p99_ms,
+        unrouted.accepted_per_sec / raw
     );
     let _ = writeln!(
         table,
@@ -83,7 +196,20 @@ async fn main() -> anyhow::Result<()> {
         });
         let _ = writeln!(table, "| (d) peak RSS, {svc} | {figure} | |");
     }
-    println!("\n{table}");
+    let mut retention = String::new();
+    let _ = writeln!(
+        retention,
+        "| moment | Redis used_memory | keys |\n|---|---|---|"
+    );
+    for (when, (used, keys)) in &memory {
+        let _ = writeln!(
+            retention,
+            "| {when} | {:.1} MiB | {keys} |",
+            *used as f64 / 1024.0 / 1024.0
+        );
+    }
+    let retention_secs = std::env::var("ORDER_RETENTION_SECS").unwrap_or_else(|_| "86400".into());
+    println!("\n{table}\n{retention}");
     println!(
         "ledger of (c): {}",
         if e2e.ok() {
@@ -95,12 +221,12 @@ async fn main() -> anyhow::Result<()> {
 
     let machine = machine();
     let doc = format!(
-        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the four services, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n",
+        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the four services, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
     );
     let doc = doc + &std::fs::read_to_string(root.join("bench/NOTES.md")).unwrap_or_default();
     std::fs::write(root.join("BENCHMARKS.md"), doc)?;
     eprintln!("wrote BENCHMARKS.md and {}", svg_path.display());
-    if !e2e.ok() || !intake.ok() {
+    if !e2e.ok() || !intake.ok() || !unrouted.ok() {
         std::process::exit(1);
     }
     Ok(())

@@ -217,6 +217,7 @@ impl Wiring {
                 database_url: self.database_url.clone(),
                 schema: testkit::history_schema(&self.prefix),
                 catch_up_timeout: Duration::from_secs(240),
+                check: true,
             });
         }
         c

@@ -82,6 +82,20 @@ async fn a_finished_order_expires_from_redis_and_is_never_decided_or_notified_ag
     let kept: bool = w.redis.exists(&old).await.unwrap();
     assert!(!kept, "the replay did not recreate a record");
 
+    // A client reusing the id: the same payload is the same finished order
+    // (its acceptance replayed, nothing decided), another payload a conflict.
+    let again = p.post(r#"{"id":"old","sku":"mug","qty":2}"#).await;
+    assert_eq!(again.status(), 202);
+    assert!(again.headers().contains_key("idempotent-replayed"));
+    let other = p.post(r#"{"id":"old","sku":"mug","qty":1}"#).await;
+    assert_eq!(other.status(), 409);
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["type"],
+        "/problems/order-id-conflict"
+    );
+    assert_eq!(w.counters().await, before, "the reused id made no order");
+    assert_eq!(w.stock("mug").await, Some(3));
+
     // An order published around the gateway, never seen by the history, is
     // still adopted and decided.
     w.publish_order("around", "mug", 1).await;
@@ -90,6 +104,68 @@ async fn a_finished_order_expires_from_redis_and_is_never_decided_or_notified_ag
     })
     .await;
     assert_eq!(w.stock("mug").await, Some(2));
+    p.stop().await;
+    r.stop().await;
+    drop_schema(&w.prefix).await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn an_id_the_filter_flags_but_the_history_never_saw_is_a_new_order() {
+    let mut w = World::new().await;
+    let r = Replica::start(history_config(&w.prefix, "r1")).await;
+    let p = Pipeline::start(&w.prefix, Some(r.client())).await;
+    w.set_stock("mug", 5).await;
+    // Put "lucky" into the filter the way retention does, then forget it: to
+    // the gateway it now looks like a retired id the history never saw (a
+    // false positive of the filter).
+    let pool = pipeline::store::create_pool(&testkit::redis_config(&w.prefix)).unwrap();
+    let keys = pipeline::keys::Keys::new(testkit::redis_config(&w.prefix).key_prefix);
+    let order = w.key("order:lucky");
+    let _: () = w.redis.hset(&order, "status", "notified").await.unwrap();
+    let id = pipeline::domain::OrderId::parse("lucky").unwrap();
+    let retired = pipeline::order::retire(&pool, &keys, &[id], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(retired, 1);
+    let _: () = w.redis.del(&order).await.unwrap();
+
+    let res = p.post(r#"{"id":"lucky","sku":"mug","qty":1}"#).await;
+    assert_eq!(res.status(), 202);
+    assert!(!res.headers().contains_key("idempotent-replayed"));
+    r.await_json("/orders/lucky", "lucky notified", |o| {
+        o["status"] == "notified"
+    })
+    .await;
+    assert_eq!(w.stock("mug").await, Some(4));
+    assert!(
+        metrics(p.processor)
+            .await
+            .contains("orders_processed_total")
+    );
+
+    // With no history answering, such an id is not guessed about.
+    p.stop().await;
+    let dead = pipeline::history::HistoryClient::new(
+        vec!["http://127.0.0.1:9".into()],
+        Duration::from_millis(300),
+    );
+    let p = Pipeline::start(&w.prefix, Some(dead)).await;
+    let order = w.key("order:unlucky");
+    let _: () = w.redis.hset(&order, "status", "rejected").await.unwrap();
+    let id = pipeline::domain::OrderId::parse("unlucky").unwrap();
+    pipeline::order::retire(&pool, &keys, &[id], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _: () = w.redis.del(&order).await.unwrap();
+    let res = p.post(r#"{"id":"unlucky","sku":"mug","qty":1}"#).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["type"],
+        "/problems/history-unavailable"
+    );
+    let claimed: bool = w.redis.exists(w.key("order:unlucky")).await.unwrap();
+    assert!(!claimed, "nothing claimed for an id that cannot be checked");
     p.stop().await;
     r.stop().await;
     drop_schema(&w.prefix).await;

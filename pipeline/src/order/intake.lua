@@ -13,7 +13,11 @@
 --    each claim is a lease, so a crashed gateway never wedges either;
 --  * a finished key replays its stored answer; an id already accepted (under
 --    any key, or none) is the same order and replays the acceptance;
---  * a retried call with the same token finds its own claim and proceeds.
+--  * a retried call with the same token finds its own claim and proceeds;
+--  * an id with no record whose bits are all set in the filter of retired ids
+--    (its order finished and its records expired) is not claimed: 'retired'
+--    tells the caller to ask the history first (ARGV[10] = '1'; '0' once the
+--    history said it never saw the id, and for minted ids).
 --
 -- Header keys (`idemp:<key>`) and order ids (`order:<id>`) are separate key
 -- spaces. When the key's record names an id, the order hash is derived from
@@ -22,9 +26,11 @@
 -- KEYS[1] order hash of the candidate id, KEYS[2] idempotency record (optional)
 -- ARGV[1] candidate id (the body id, or a freshly minted one), ARGV[2] sku,
 -- ARGV[3] qty, ARGV[4] request fingerprint, ARGV[5] claim token,
--- ARGV[6] lease (ms), ARGV[7] order key prefix, ARGV[8] key record TTL (ms)
+-- ARGV[6] lease (ms), ARGV[7] order key prefix, ARGV[8] key record TTL (ms),
+-- ARGV[9] retired-ids filter key, ARGV[10] check it ('1' | '0'),
+-- ARGV[11] filter size (bits)
 -- Returns {'process', id} | {'replay', status, body} | {'accepted', id}
---       | {'conflict', ms} | {'mismatch'} | {'id_conflict', id}
+--       | {'conflict', ms} | {'mismatch'} | {'id_conflict', id} | {'retired', id}
 local now = now_ms()
 local id, order = ARGV[1], KEYS[1]
 local key = KEYS[2]
@@ -62,6 +68,18 @@ if o[3] then
 end
 if o[4] and o[4] ~= token and tonumber(o[5] or '0') > now then
   return {'conflict', tostring(tonumber(o[5]) - now)}
+end
+if not o[1] and ARGV[10] == '1' then
+  local maybe = true
+  for _, bit in ipairs(retired_bits(id, tonumber(ARGV[11]))) do
+    if redis.call('GETBIT', ARGV[9], bit) == 0 then
+      maybe = false
+      break
+    end
+  end
+  if maybe then
+    return {'retired', id}
+  end
 end
 
 redis.call('HSET', order, 'sku', ARGV[2], 'qty', ARGV[3], 'claim_token', token,

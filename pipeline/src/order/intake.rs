@@ -72,6 +72,10 @@ pub enum Intake {
     Mismatch,
     /// The id names an order with another payload.
     IdConflict(OrderId),
+    /// The id may name an order whose records expired (retention): ask the
+    /// history, then answer as for that order, or claim again with
+    /// [`Store::claim_unretired`] if it never saw the id.
+    Retired(OrderId),
 }
 
 /// Proof of holding a request's key and id: only the holder can accept or
@@ -108,6 +112,7 @@ impl Intake {
             })),
             [tag, raw] if tag == "accepted" => Ok(Self::Accepted(id(raw)?)),
             [tag, raw] if tag == "id_conflict" => Ok(Self::IdConflict(id(raw)?)),
+            [tag, raw] if tag == "retired" => Ok(Self::Retired(id(raw)?)),
             [tag] if tag == "mismatch" => Ok(Self::Mismatch),
             [tag, pttl] if tag == "conflict" => {
                 let ms: i64 = pttl.parse().unwrap_or(1000);
@@ -154,17 +159,40 @@ impl Store {
         request: &IntakeRequest,
         key: Option<&IdempotencyKey>,
     ) -> anyhow::Result<Intake> {
+        self.claim_checked(request, key, true).await
+    }
+
+    /// [`Store::claim`] once the history said it never saw the request's id
+    /// (after [`Intake::Retired`]).
+    pub async fn claim_unretired(
+        &self,
+        request: &IntakeRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> anyhow::Result<Intake> {
+        self.claim_checked(request, key, false).await
+    }
+
+    async fn claim_checked(
+        &self,
+        request: &IntakeRequest,
+        key: Option<&IdempotencyKey>,
+        check_retired: bool,
+    ) -> anyhow::Result<Intake> {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        // A minted id is new by construction: only a client's id can have
+        // been used before.
+        let check_retired = check_retired && request.id.is_some();
         let candidate = request.id.clone().unwrap_or_else(OrderId::generate);
-        match self.claim_once(request, key, &candidate, &token).await {
-            Ok(reply) => Intake::from_reply(key, token, &reply),
+        let claim = || self.claim_once(request, key, &candidate, &token, check_retired);
+        match claim().await {
+            Ok(reply) => Intake::from_reply(key, token.clone(), &reply),
             Err(first) => {
                 tracing::warn!(
                     error = format!("{first:#}"),
                     "intake claim failed, retrying once"
                 );
-                let reply = self.claim_once(request, key, &candidate, &token).await?;
-                Intake::from_reply(key, token, &reply)
+                let reply = claim().await?;
+                Intake::from_reply(key, token.clone(), &reply)
             }
         }
     }
@@ -175,6 +203,7 @@ impl Store {
         key: Option<&IdempotencyKey>,
         candidate: &OrderId,
         token: &str,
+        check_retired: bool,
     ) -> anyhow::Result<Vec<String>> {
         let mut invocation = INTAKE.prepare_invoke();
         invocation.key(self.keys.order(candidate));
@@ -189,7 +218,10 @@ impl Store {
             .arg(token)
             .arg(self.lifetimes.lease.as_millis() as u64)
             .arg(self.keys.order_prefix())
-            .arg(self.lifetimes.done.as_millis() as u64);
+            .arg(self.lifetimes.done.as_millis() as u64)
+            .arg(self.keys.retired_ids())
+            .arg(if check_retired { "1" } else { "0" })
+            .arg(super::RETIRED_FILTER_BITS);
         let mut conn = self.pool.get().await?;
         Ok(invocation.invoke_async(&mut *conn).await?)
     }

@@ -18,3 +18,15 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- The bits of `id` in the filter of retired order ids (`bits` long): four
+-- positions from its SHA-1. All four set = "maybe retired"; any clear =
+-- certainly never retired.
+local function retired_bits(id, bits)
+  local h = redis.sha1hex(id)
+  local out = {}
+  for i = 0, 3 do
+    out[#out + 1] = tonumber(string.sub(h, i * 8 + 1, i * 8 + 8), 16) % bits
+  end
+  return out
+end
