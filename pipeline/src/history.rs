@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, millis_or, var_or};
+use crate::config::{ConfigError, millis_or};
 use crate::domain::OrderId;
 
 /// The replicas `make up` starts.
@@ -42,10 +42,14 @@ impl HistoryClient {
         Self { urls, http }
     }
 
-    /// `HISTORY_URLS` (comma-separated; empty = no history: old orders are
-    /// unknown once their records expire) and `HISTORY_TIMEOUT_MS` (1000).
+    /// `HISTORY_URLS` (comma-separated; unset = the two `make up` replicas;
+    /// set but empty, or `none` = no history: an order without a Redis record
+    /// is then taken as new) and `HISTORY_TIMEOUT_MS` (1000).
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let raw = var_or("HISTORY_URLS", DEFAULT_HISTORY_URLS);
+        let raw = std::env::var("HISTORY_URLS").unwrap_or_else(|_| DEFAULT_HISTORY_URLS.into());
+        if raw.trim() == "none" {
+            return Ok(None);
+        }
         let urls = parse_history_urls(&raw)?;
         if urls.is_empty() {
             return Ok(None);
