@@ -201,6 +201,10 @@ async fn timestamp(
 ) -> Result<Option<std::time::SystemTime>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     if let Ok(ms) = raw.parse::<u64>() {
+        // 9999-12-31T23:59:59.999Z at most.
+        if ms > 253_402_300_799_999 {
+            return Err(invalid(field, format!("{ms} ms is past the year 9999")));
+        }
         return Ok(Some(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         ));

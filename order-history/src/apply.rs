@@ -60,15 +60,30 @@ pub fn status_of(kind: EventKind) -> OrderStatus {
     }
 }
 
+/// PostgreSQL text holds no NUL: replaced, so that a hostile message is kept
+/// rather than stalling the batch it came in.
+fn storable(raw: &str) -> String {
+    raw.replace('\0', "\u{fffd}")
+}
+
 /// Reads one message; anything that is not an order event is [`Unreadable`].
 pub fn parse(msg: &Incoming) -> Result<Event, Unreadable> {
     let unreadable = |error: String| Unreadable {
         offset: msg.offset,
-        routing_key: msg.routing_key.clone(),
-        message_id: msg.message_id.clone(),
-        body: String::from_utf8_lossy(&msg.body).into_owned(),
-        error,
+        routing_key: storable(&msg.routing_key),
+        message_id: msg.message_id.as_deref().map(storable),
+        body: storable(&String::from_utf8_lossy(&msg.body)),
+        error: storable(&error),
     };
+    // jsonb refuses \u0000 in a string, which serde accepts.
+    if msg
+        .body
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+        || msg.body.contains(&0)
+    {
+        return Err(unreadable("a NUL character in the body".into()));
+    }
     let kind = EventKind::from_route(&msg.routing_key)
         .ok_or_else(|| unreadable(format!("unknown routing key {:?}", msg.routing_key)))?;
     let bad = |e: serde_json::Error| unreadable(format!("{} body: {e}", kind.as_str()));
@@ -178,7 +193,7 @@ pub struct Applied {
     /// Events already stored (redeliveries, republished copies).
     pub duplicates: usize,
     pub unreadable: usize,
-    /// Orders that reached a final status in this batch.
+    /// Orders this batch shows final (whether or not its events were new).
     pub finished: Vec<OrderId>,
 }
 
@@ -287,7 +302,9 @@ pub async fn apply(
     )
     .await?;
     tx.commit().await?;
-    let finished = changes
+    // Every order the batch shows final, duplicates included: a batch
+    // redelivered after a crash before its retire call retires them then.
+    let finished = fold(&events)
         .iter()
         .filter(|c| c.status.is_final())
         .filter_map(|c| OrderId::parse(&c.id).ok())
@@ -398,6 +415,16 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_nul_anywhere_makes_a_message_unreadable_and_storable() {
+        let u = parse(&msg(9, "order.notified", r#"{"id":"o\u0000","sku":"s"}"#)).unwrap_err();
+        assert!(u.error.contains("NUL"), "{}", u.error);
+        let mut raw = msg(10, "order.shipped", "x");
+        raw.body = b"a\0b".to_vec();
+        let u = parse(&raw).unwrap_err();
+        assert!(!u.body.contains('\0'));
     }
 
     #[test]

@@ -34,9 +34,17 @@ impl Database {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("not a PostgreSQL URL: {e}"))?;
+        // Keepalives on both ends: a dead host's session (and the active
+        // lock it holds) ends within seconds, not the OS default of hours;
+        // no statement waits forever on a dead socket.
         config
-            .options(format!("-c search_path={schema}"))
+            .options(format!(
+                "-c search_path={schema} -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 \
+                 -c tcp_keepalives_count=3 -c statement_timeout=30000"
+            ))
             .connect_timeout(connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
             .application_name("order-history");
         Ok(Self {
             config,

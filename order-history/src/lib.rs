@@ -156,7 +156,12 @@ pub async fn rebuild(
             db.schema()
         );
     }
-    let tail = replica.probe_tail().await;
+    // An unreadable tail must not pass for an empty stream: nothing is
+    // emptied unless the stream answered.
+    let tail = replica
+        .probe_tail()
+        .await
+        .context("reading the tail of orders.events (the history was left as it was)")?;
     client
         .batch_execute(
             "BEGIN;

@@ -326,10 +326,12 @@ impl Replica {
                 metrics::counter!("history_events_unreadable_total")
                     .increment(applied.unreadable as u64);
                 metrics::counter!("history_batches_total").increment(1);
+                // Before the ack: a batch redelivered after a crash here is
+                // retired again (harmless), never skipped.
+                self.retire(&applied.finished).await;
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                     .await?;
-                self.retire(&applied.finished).await;
                 if let (Some(u), Some(done)) = (until, self.state.checkpoint())
                     && done >= u
                 {
@@ -362,10 +364,13 @@ impl Replica {
         }
     }
 
-    /// The newest offset on the stream (read from its last chunk), or `None`
-    /// when it is empty or the broker does not answer.
-    pub async fn probe_tail(&self) -> Option<i64> {
-        let link = self.broker.current()?;
+    /// The newest offset on the stream (read from its last chunk), `None`
+    /// when it is empty; an error when the broker does not answer.
+    pub async fn probe_tail(&self) -> anyhow::Result<Option<i64>> {
+        let link = self
+            .broker
+            .current()
+            .ok_or_else(|| anyhow::anyhow!("no broker link"))?;
         let stream = self.stream();
         let probe = async {
             let channel = link.connection.create_channel().await?;
@@ -394,18 +399,17 @@ impl Replica {
         };
         let newest = tokio::time::timeout(Duration::from_secs(5), probe)
             .await
-            .ok()?
-            .ok()?;
+            .map_err(|_| anyhow::anyhow!("reading the tail of {stream} timed out"))??;
         if let Some(n) = newest {
             self.state.saw(n);
         }
-        newest
+        Ok(newest)
     }
 
     /// Keeps the tail (and so the lag) fresh every `every`, until shutdown.
     pub async fn watch_tail(self, every: Duration) {
         loop {
-            self.probe_tail().await;
+            let _ = self.probe_tail().await;
             metrics::gauge!("history_lag_events").set(self.state.lag() as f64);
             if self.pause(every).await {
                 return;

@@ -71,7 +71,15 @@ impl HistoryClient {
         for base in &self.urls {
             let url = format!("{base}/orders/{id}");
             match self.http.get(&url).send().await {
-                Ok(res) if res.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
+                // Only the history's own answer means "never seen" (not a
+                // proxy's or a wrong URL's 404).
+                Ok(res) if res.status() == reqwest::StatusCode::NOT_FOUND => {
+                    let body: serde_json::Value = res.json().await.unwrap_or_default();
+                    if body["type"] == "/problems/order-not-found" {
+                        return Ok(None);
+                    }
+                    last_error = Some(anyhow::anyhow!("{url}: 404 that is not the history's"));
+                }
                 Ok(res) if res.status().is_success() => return Ok(Some(res.json().await?)),
                 Ok(res) => last_error = Some(anyhow::anyhow!("{url}: HTTP {}", res.status())),
                 Err(e) => last_error = Some(anyhow::anyhow!("{url}: {e}")),

@@ -162,13 +162,16 @@ async fn retired(
     id: &OrderId,
 ) -> Result<Intake, ApiError> {
     metrics::counter!("retired_id_lookups_total").increment(1);
-    let known = match &state.history {
-        Some(history) => history
-            .order(id)
-            .await
-            .map_err(ApiError::HistoryUnavailable)?,
-        None => None,
+    let Some(history) = &state.history else {
+        // Something retires orders, but this gateway has no history to ask.
+        return Err(ApiError::HistoryUnavailable(anyhow::anyhow!(
+            "order id {id} may name a retired order and HISTORY_URLS is none"
+        )));
     };
+    let known = history
+        .order(id)
+        .await
+        .map_err(ApiError::HistoryUnavailable)?;
     match known {
         Some(order) => {
             let same = order["sku"].as_str() == Some(request.sku.as_str())

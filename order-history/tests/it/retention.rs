@@ -96,6 +96,33 @@ async fn a_finished_order_expires_from_redis_and_is_never_decided_or_notified_ag
     assert_eq!(w.counters().await, before, "the reused id made no order");
     assert_eq!(w.stock("mug").await, Some(3));
 
+    // A key that outlived its order (linked to it by a retry, so its own TTL
+    // ran on): a retry with it finds the retired id, not a new order.
+    let key = w.key("idemp:k-linked");
+    let _: () = w
+        .redis
+        .hset_multiple(
+            &key,
+            &[
+                ("fingerprint", r#"{"id":null,"qty":2,"sku":"mug"}"#),
+                ("id", "old"),
+                ("state", "linked"),
+            ],
+        )
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/orders", p.base))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k-linked")
+        .body(r#"{"sku":"mug","qty":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], "old");
+    assert_eq!(w.counters().await, before, "the key's retry made no order");
+
     // An order published around the gateway, never seen by the history, is
     // still adopted and decided.
     w.publish_order("around", "mug", 1).await;

@@ -16,8 +16,10 @@
 --  * a retried call with the same token finds its own claim and proceeds;
 --  * an id with no record whose bits are all set in the filter of retired ids
 --    (its order finished and its records expired) is not claimed: 'retired'
---    tells the caller to ask the history first (ARGV[10] = '1'; '0' once the
---    history said it never saw the id, and for minted ids).
+--    tells the caller to ask the history first. ARGV[10]: '1' checks any id
+--    (a client's), 'key' only an id remembered by the key's record (a minted
+--    id is new, but one minted earlier may have retired), '0' none (the
+--    history already said it never saw the id).
 --
 -- Header keys (`idemp:<key>`) and order ids (`order:<id>`) are separate key
 -- spaces. When the key's record names an id, the order hash is derived from
@@ -69,7 +71,7 @@ end
 if o[4] and o[4] ~= token and tonumber(o[5] or '0') > now then
   return {'conflict', tostring(tonumber(o[5]) - now)}
 end
-if not o[1] and ARGV[10] == '1' then
+if not o[1] and (ARGV[10] == '1' or (ARGV[10] == 'key' and id ~= ARGV[1])) then
   local maybe = true
   for _, bit in ipairs(retired_bits(id, tonumber(ARGV[11]))) do
     if redis.call('GETBIT', ARGV[9], bit) == 0 then

@@ -179,9 +179,13 @@ impl Store {
         check_retired: bool,
     ) -> anyhow::Result<Intake> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        // A minted id is new by construction: only a client's id can have
-        // been used before.
-        let check_retired = check_retired && request.id.is_some();
+        // A freshly minted id is new by construction; a client's id, or one
+        // the key minted long ago, may have retired.
+        let check_retired = match (check_retired, request.id.is_some()) {
+            (false, _) => "0",
+            (true, true) => "1",
+            (true, false) => "key",
+        };
         let candidate = request.id.clone().unwrap_or_else(OrderId::generate);
         let claim = || self.claim_once(request, key, &candidate, &token, check_retired);
         match claim().await {
@@ -203,7 +207,7 @@ impl Store {
         key: Option<&IdempotencyKey>,
         candidate: &OrderId,
         token: &str,
-        check_retired: bool,
+        check_retired: &str,
     ) -> anyhow::Result<Vec<String>> {
         let mut invocation = INTAKE.prepare_invoke();
         invocation.key(self.keys.order(candidate));
@@ -220,7 +224,7 @@ impl Store {
             .arg(self.keys.order_prefix())
             .arg(self.lifetimes.done.as_millis() as u64)
             .arg(self.keys.retired_ids())
-            .arg(if check_retired { "1" } else { "0" })
+            .arg(check_retired)
             .arg(super::RETIRED_FILTER_BITS);
         let mut conn = self.pool.get().await?;
         Ok(invocation.invoke_async(&mut *conn).await?)
