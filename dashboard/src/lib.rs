@@ -80,6 +80,20 @@ struct AppState {
     keep_alive: std::time::Duration,
 }
 
+impl AppState {
+    /// Every figure of the page, read now.
+    async fn snapshot(&self) -> Snapshot {
+        snapshot::collect(
+            &self.pool,
+            &self.keys,
+            &self.broker,
+            &self.inventory,
+            self.order_history.as_ref(),
+        )
+        .await
+    }
+}
+
 pub struct Dashboard {
     base: Base,
     config: DashboardConfig,
@@ -160,14 +174,7 @@ async fn sample(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let snapshot = snapshot::collect(
-            &state.pool,
-            &state.keys,
-            &state.broker,
-            &state.inventory,
-            state.order_history.as_ref(),
-        )
-        .await;
+        let snapshot = state.snapshot().await;
         let recent = snapshot::recent_orders(&state.pool, &state.keys, RECENT)
             .await
             .unwrap_or_default();
@@ -201,14 +208,7 @@ async fn sample(
 /// `GET /metrics`: JSON, or Prometheus text when `Accept` asks for
 /// `text/plain` or OpenMetrics.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = snapshot::collect(
-        &state.pool,
-        &state.keys,
-        &state.broker,
-        &state.inventory,
-        state.order_history.as_ref(),
-    )
-    .await;
+    let snapshot = state.snapshot().await;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use pipeline::amqp::{Broker, Disposition, Outgoing, header};
+use pipeline::amqp::{Broker, Disposition, header};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderNotified, Outcome};
@@ -233,12 +233,11 @@ impl Handler {
         let Some(history) = &self.history else {
             return Ok(false);
         };
-        let view = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            history.order(&event.id)
+        let status = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            history.status(&event.id)
         })
         .await?;
-        Ok(view.as_ref().and_then(|v| v["status"].as_str())
-            == Some(pipeline::order::OrderStatus::Notified.as_str()))
+        Ok(status == Some(pipeline::order::OrderStatus::Notified))
     }
 
     /// `order.notified` on `orders.topic`, confirmed (for the history).
@@ -257,21 +256,11 @@ impl Handler {
             notified_at_ms: at_ms,
         };
         let payload = serde_json::to_vec(&body)?;
-        let kind = EventKind::Notified;
-        let event_id = kind.message_id(&event.id);
-        let exchange = self.broker.topology().events_exchange();
-        let msg = Outgoing {
-            exchange: &exchange,
-            routing_key: kind.route(),
-            payload: &payload,
-            message_id: &event_id,
-            correlation_id: event.id.as_str(),
-            traceparent: trace,
-        };
         pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             Ok(self
                 .broker
-                .publish(&msg, tokio::time::Instant::now() + Duration::from_secs(30))
+                .publish_event(EventKind::Notified, &event.id, &payload, trace, deadline)
                 .await?)
         })
         .await

@@ -385,7 +385,7 @@ async fn health(State(api): State<Api>) -> Response {
         "tail": state.tail(),
         "lag_events": state.lag(),
         "applied": state.applied.load(std::sync::atomic::Ordering::Relaxed),
-        "became_active": state.failovers.load(std::sync::atomic::Ordering::Relaxed),
+        "became_active": state.became_active.load(std::sync::atomic::Ordering::Relaxed),
         "active_since_ms": Some(state.active_since_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0),
         "components": {
             "postgres": if db_up { "up" } else { "down" },

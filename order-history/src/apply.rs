@@ -150,7 +150,7 @@ pub struct OrderChange {
 /// One change per order: the highest-ranked status among its events (its
 /// reason with it), every stage's time, the first and last offsets. The
 /// first event's sku and qty name the order.
-pub fn fold(events: &[Event]) -> Vec<OrderChange> {
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<OrderChange> {
     let mut changes: BTreeMap<&str, OrderChange> = BTreeMap::new();
     for e in events {
         let status = status_of(e.kind);
@@ -240,12 +240,11 @@ pub async fn apply(
     let new: std::collections::HashSet<String> =
         inserted.iter().map(|row| row.get::<_, String>(0)).collect();
     // Only new events move an order: a redelivered batch changes nothing.
-    let fresh: Vec<Event> = events
+    let fresh: Vec<&Event> = events
         .iter()
         .filter(|e| new.contains(&e.event_id))
-        .cloned()
         .collect();
-    let changes = fold(&fresh);
+    let changes = fold(fresh.iter().copied());
     if !changes.is_empty() {
         let ids: Vec<&str> = changes.iter().map(|c| c.id.as_str()).collect();
         let skus: Vec<&str> = changes.iter().map(|c| c.sku.as_str()).collect();

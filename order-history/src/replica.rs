@@ -46,7 +46,7 @@ pub struct State {
     tail: AtomicI64,
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
-    pub failovers: AtomicU64,
+    pub became_active: AtomicU64,
     /// When this replica last became active (ms since the epoch, 0 = never).
     pub active_since_ms: AtomicU64,
 }
@@ -122,7 +122,7 @@ impl Replica {
                 return;
             };
             self.state.active.store(true, Ordering::Relaxed);
-            self.state.failovers.fetch_add(1, Ordering::Relaxed);
+            self.state.became_active.fetch_add(1, Ordering::Relaxed);
             self.state
                 .active_since_ms
                 .store(pipeline::messages::now_ms(), Ordering::Relaxed);
@@ -209,7 +209,15 @@ impl Replica {
             {
                 Ok(Ended::Shutdown) => return Ok(false),
                 Ok(Ended::CaughtUp) => return Ok(true),
-                Err(e) if client.is_closed() => return Err(e),
+                // A database error (the session gone, a statement timeout):
+                // give up the lock with the session, so this replica or
+                // another starts over from the committed checkpoint.
+                Err(e)
+                    if client.is_closed()
+                        || e.downcast_ref::<tokio_postgres::Error>().is_some() =>
+                {
+                    return Err(e);
+                }
                 Err(e) => {
                     // The broker link or channel went away: start over from
                     // the checkpoint on whatever link comes next.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use pipeline::amqp::{Broker, Disposition, Outgoing, header, previous_deliveries};
+use pipeline::amqp::{Broker, Disposition, header, previous_deliveries};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderParked, OrderPlaced};
@@ -239,20 +239,14 @@ impl Handler {
         let Some(history) = &self.history else {
             return Ok(false);
         };
-        let view = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            history.order(&order.id)
+        let status = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+            history.status(&order.id)
         })
         .await?;
-        let decided = view
-            .as_ref()
-            .and_then(|v| v["status"].as_str())
-            .and_then(pipeline::order::OrderStatus::parse)
-            .is_some_and(|s| s.rank() >= pipeline::order::OrderStatus::Reserved.rank());
-        Ok(decided)
+        Ok(status.is_some_and(|s| s.rank() >= pipeline::order::OrderStatus::Reserved.rank()))
     }
 
-    /// Publishes one event on `orders.topic` with a confirm, retrying
-    /// transient failures.
+    /// Publishes one event with a confirm, retrying transient failures.
     async fn publish(
         &self,
         kind: EventKind,
@@ -260,20 +254,16 @@ impl Handler {
         payload: &[u8],
         trace: &TraceParent,
     ) -> anyhow::Result<()> {
-        let event_id = kind.message_id(id);
-        let exchange = self.broker.topology().events_exchange();
-        let msg = Outgoing {
-            exchange: &exchange,
-            routing_key: kind.route(),
-            payload,
-            message_id: &event_id,
-            correlation_id: id.as_str(),
-            traceparent: trace,
-        };
         pipeline::retry::transient(self.transient_retry, &self.shutdown, || async {
             Ok(self
                 .broker
-                .publish(&msg, Instant::now() + Duration::from_secs(30))
+                .publish_event(
+                    kind,
+                    id,
+                    payload,
+                    trace,
+                    Instant::now() + Duration::from_secs(30),
+                )
                 .await?)
         })
         .await

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, millis_or};
 use crate::domain::OrderId;
+use crate::order::OrderStatus;
 
 /// The replicas `make up` starts.
 pub const DEFAULT_HISTORY_URLS: &str = "http://127.0.0.1:8095,http://127.0.0.1:8096";
@@ -86,6 +87,14 @@ impl HistoryClient {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no history URL configured")))
+    }
+
+    /// The order's status in the history, `None` if it has never seen it.
+    pub async fn status(&self, id: &OrderId) -> anyhow::Result<Option<OrderStatus>> {
+        Ok(self
+            .order(id)
+            .await?
+            .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse)))
     }
 
     /// Every replica's `/health` (role, lag), in `HISTORY_URLS` order.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use pipeline::amqp::{Broker, Outgoing};
 use pipeline::config::{BrokerConfig, RedisConfig, parse_urls};
-use pipeline::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED};
+use pipeline::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
 use pipeline::shutdown::CancellationToken;
 use pipeline::trace::TraceParent;
 use redis::AsyncCommands;
@@ -344,6 +344,22 @@ impl World {
             &exchange,
             ROUTE_ORDER_CREATED,
             &format!("{id}:created"),
+            body.as_bytes(),
+        )
+        .await;
+    }
+
+    /// Publishes an `order.rejected` event (decided at 7 ms after the epoch)
+    /// to `orders.topic`, as the processor would.
+    pub async fn publish_rejected(&self, id: &str, sku: &str, reason: &str) {
+        let body = format!(
+            r#"{{"id":"{id}","sku":"{sku}","qty":1,"outcome":"rejected","reason":"{reason}","decided_at_ms":7}}"#
+        );
+        let exchange = self.broker.topology().events_exchange();
+        self.publish_to(
+            &exchange,
+            ROUTE_ORDER_REJECTED,
+            &format!("{id}:rejected"),
             body.as_bytes(),
         )
         .await;

@@ -6,9 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pipeline::amqp::Outgoing;
 use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
-use pipeline::messages::{OrderPlaced, ROUTE_NEW_ORDER, now_ms};
+use pipeline::messages::{EventKind, OrderPlaced, now_ms};
 use pipeline::trace::TraceParent;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -245,16 +244,11 @@ async fn intake(
         placed_at_ms: now_ms(),
     };
     let payload = serde_json::to_vec(&message).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let exchange = state.broker.topology().orders_exchange();
-    let outgoing = Outgoing {
-        exchange: &exchange,
-        routing_key: ROUTE_NEW_ORDER,
-        payload: &payload,
-        message_id: id.as_str(),
-        correlation_id: id.as_str(),
-        traceparent: &trace,
-    };
-    if let Err(e) = state.broker.publish(&outgoing, deadline).await {
+    let published = state
+        .broker
+        .publish_event(EventKind::Placed, &id, &payload, &trace, deadline)
+        .await;
+    if let Err(e) = published {
         if let Err(release) = state.store.release(&claim).await {
             // The lease still expires on its own; the retry waits for it.
             tracing::error!(

@@ -198,6 +198,24 @@ impl Wiring {
         Service { child, addr }
     }
 
+    /// The gateway, then a processor and a notifier (kept alive by the
+    /// returned workers).
+    pub async fn start_pipeline(&self) -> (Service, [Service; 2]) {
+        let gateway = self.start("api-gateway").await;
+        let processor = self.start("order-processor").await;
+        let notifier = self.start("notifier").await;
+        (gateway, [processor, notifier])
+    }
+
+    /// A connection to this wiring's Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.clone())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// A load config aimed at this wiring's gateway.
     pub fn load(&self, gateway: &Service, orders: u64) -> LoadConfig {
         let mut c = LoadConfig::local(orders);

@@ -53,9 +53,7 @@ async fn fault_t1_broker_node_killed_mid_load() {
     let urls: Vec<&str> = testkit::broker_urls().leak().split(',').collect();
     w.rabbitmq_urls = [urls[2], urls[0], urls[1]].join(",");
     let _history = w.start_history(0).await;
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
@@ -108,9 +106,7 @@ async fn fault_t2_notifier_sigkilled_repeatedly() {
 #[tokio::test]
 async fn fault_t3_poison_messages_are_parked_and_the_rest_flows() {
     let w = Wiring::new("t3-poison");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;
@@ -226,9 +222,7 @@ async fn fault_t4_redis_killed_and_restarted_with_aof() {
     let mut redis = OwnRedis::start(port, dir.clone());
     redis.ready().await;
     w.redis_url = format!("redis://127.0.0.1:{port}");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;
@@ -271,9 +265,7 @@ async fn fault_t5_broker_link_blackholed_past_the_heartbeat() {
         .unwrap();
     let proxy = TcpProxy::start(node1).await;
     w.rabbitmq_urls = [proxy.url(), urls[1].clone(), urls[2].clone()].join(",");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 4) as i64).await;
@@ -295,11 +287,8 @@ async fn fault_t5_broker_link_blackholed_past_the_heartbeat() {
 #[tokio::test]
 async fn fault_t6_duplicate_storm_is_one_order_one_effect() {
     let w = Wiring::new("t6-storm");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
-    let client = redis::Client::open(w.redis_url.clone()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let (gateway, _workers) = w.start_pipeline().await;
+    let mut redis = w.redis().await;
     let key = |k: &str| format!("{}{k}", w.key_prefix());
     let _: () = redis.set(key("inventory:storm-sku"), 10).await.unwrap();
 
@@ -390,11 +379,8 @@ async fn fault_t7_oversell_race_reserves_exactly_the_stock() {
 #[tokio::test]
 async fn ledger_ignores_unrelated_traffic_and_counters() {
     let w = Wiring::new("ledger-unrelated");
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
-    let client = redis::Client::open(w.redis_url.clone()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let (gateway, _workers) = w.start_pipeline().await;
+    let mut redis = w.redis().await;
     let key = |k: &str| format!("{}{k}", w.key_prefix());
     let _: () = redis.set(key("inventory:other-sku"), 1_000).await.unwrap();
 
@@ -438,9 +424,7 @@ async fn fault_t8_active_history_replica_killed_mid_load() {
     let w = Wiring::new("t8-history-kill").with_history(2);
     let mut one = w.start_history(0).await;
     let mut two = w.start_history(1).await;
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;
@@ -615,9 +599,7 @@ async fn fault_t9_postgres_restarted_mid_load() {
     w.database_url = pg.url();
     let one = w.start_history(0).await;
     let two = w.start_history(1).await;
-    let gateway = w.start("api-gateway").await;
-    let _processor = w.start("order-processor").await;
-    let _notifier = w.start("notifier").await;
+    let (gateway, _workers) = w.start_pipeline().await;
     let n = orders();
     let load = tokio::spawn(run(w.load(&gateway, n)));
     until_accepted(&w, (n / 3) as i64).await;

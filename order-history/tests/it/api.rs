@@ -5,20 +5,6 @@ use serde_json::Value;
 
 use crate::helpers::{Pipeline, Replica, World, drop_schema, history_config};
 
-async fn publish_rejected(w: &World, id: &str, sku: &str) {
-    let body = format!(
-        r#"{{"id":"{id}","sku":"{sku}","qty":1,"outcome":"rejected","reason":"unknown_sku","decided_at_ms":7}}"#
-    );
-    let exchange = w.broker.topology().events_exchange();
-    w.publish_to(
-        &exchange,
-        "order.rejected",
-        &format!("{id}:rejected"),
-        body.as_bytes(),
-    )
-    .await;
-}
-
 fn ids(page: &Value) -> Vec<String> {
     page["orders"]
         .as_array()
@@ -35,7 +21,8 @@ async fn orders_page_newest_first_and_filter_by_status_sku_and_time() {
         let sku = if i % 2 == 0 { "even" } else { "odd" };
         w.publish_order(&format!("p-{i:02}"), sku, 1).await;
         if i % 5 == 0 {
-            publish_rejected(&w, &format!("p-{i:02}"), sku).await;
+            w.publish_rejected(&format!("p-{i:02}"), sku, "unknown_sku")
+                .await;
         }
     }
     let r = Replica::start(history_config(&w.prefix, "r1")).await;

@@ -14,17 +14,7 @@ async fn publish_orders(w: &World, tag: &str, n: usize) -> usize {
         w.publish_order(&id, "mug", 1).await;
         events += 1;
         if i % 3 == 0 {
-            let body = format!(
-                r#"{{"id":"{id}","sku":"mug","qty":1,"outcome":"rejected","reason":"out_of_stock","decided_at_ms":5}}"#
-            );
-            let exchange = w.broker.topology().events_exchange();
-            w.publish_to(
-                &exchange,
-                "order.rejected",
-                &format!("{id}:rejected"),
-                body.as_bytes(),
-            )
-            .await;
+            w.publish_rejected(&id, "mug", "out_of_stock").await;
             events += 1;
         }
     }

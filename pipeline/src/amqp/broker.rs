@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Topology;
 use crate::config::BrokerConfig;
+use crate::domain::OrderId;
+use crate::messages::EventKind;
 use crate::trace::TraceParent;
 
 /// One live connection to one node, with the publishing channel on it.
@@ -185,6 +187,34 @@ impl Broker {
             Ok(Ok(link)) => Ok(link.clone().expect("wait_for checked the link")),
             _ => Err(PublishError::Unavailable),
         }
+    }
+
+    /// Publishes one event of order `id`: a placed order to `orders.direct`,
+    /// every later event to `orders.topic`, each with its kind's routing key
+    /// and `message_id` and the order id as `correlation_id` (see
+    /// [`Broker::publish`]).
+    pub async fn publish_event(
+        &self,
+        kind: EventKind,
+        id: &OrderId,
+        payload: &[u8],
+        trace: &TraceParent,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let exchange = match kind {
+            EventKind::Placed => self.topology().orders_exchange(),
+            _ => self.topology().events_exchange(),
+        };
+        let message_id = kind.message_id(id);
+        let msg = Outgoing {
+            exchange: &exchange,
+            routing_key: kind.route(),
+            payload,
+            message_id: &message_id,
+            correlation_id: id.as_str(),
+            traceparent: trace,
+        };
+        self.publish(&msg, deadline).await
     }
 
     /// Publishes persistently with `mandatory` and waits for the broker's
