@@ -256,9 +256,11 @@ impl Wiring {
     }
 
     /// Seconds from `fault` until an order *sent after it* is accepted: a
-    /// fresh order every 100 ms from the fault on (each its own id, one try),
-    /// until the first 202. Requests in flight before the fault cannot
-    /// satisfy it.
+    /// fresh order every 100 ms from the fault on, until the first 202.
+    /// Requests in flight before the fault cannot satisfy it. Each probe
+    /// order retries with its id until accepted, as a careful client does
+    /// after a 503 (whose outcome is unknown: its message may sit in the
+    /// event stream), so none is left half-placed.
     pub async fn first_accepted_after(&self, gateway: &Service, fault: Instant) -> f64 {
         let client = redis::Client::open(self.redis_url.clone()).unwrap();
         if let Ok(mut c) = client.get_multiplexed_async_connection().await {
@@ -284,14 +286,19 @@ impl Wiring {
                         self.scenario
                     );
                     tokio::spawn(async move {
-                        let res = http
-                            .post(url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await;
-                        if res.is_ok_and(|r| r.status() == 202) {
-                            let _ = tx.send(fault.elapsed().as_secs_f64());
+                        for attempt in 0..120u32 {
+                            let res = http
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .body(body.clone())
+                                .send()
+                                .await;
+                            if res.is_ok_and(|r| r.status() == 202) {
+                                let _ = tx.send(fault.elapsed().as_secs_f64());
+                                return;
+                            }
+                            let backoff = 50u64 << attempt.min(4);
+                            tokio::time::sleep(Duration::from_millis(backoff)).await;
                         }
                     });
                 }
