@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: where `GET /orders/<id>` looks
     /// once an order's Redis record has expired (`None`: nowhere).
     pub history: Option<pipeline::history::HistoryClient>,
+    /// `QUOTE_*`: the suppliers `GET /quotes/{sku}` asks, and how.
+    pub quotes: crate::quotes::QuotesConfig,
 }
 
 impl GatewayConfig {
@@ -61,6 +63,7 @@ impl GatewayConfig {
         Ok(Self {
             addr: addr_or("GATEWAY_ADDR", "127.0.0.1:8080")?,
             broker: BrokerConfig::from_env("api-gateway")?,
+            quotes: crate::quotes::QuotesConfig::from_env()?,
             redis: RedisConfig::from_env()?,
             http,
             request_timeout,

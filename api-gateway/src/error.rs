@@ -29,7 +29,9 @@ pub enum ApiError {
     InFlight { retry_after: Duration },
     #[error("this idempotency key was already used for a different request")]
     KeyReused,
-    #[error("order id {0} already names an order with a different sku or qty; choose a new id")]
+    #[error(
+        "order id {0} already names an order with a different sku, qty or quote; choose a new id"
+    )]
     OrderIdConflict(pipeline::domain::OrderId),
     #[error("order not found")]
     OrderNotFound,
@@ -39,8 +41,49 @@ pub enum ApiError {
     StoreUnavailable(#[source] anyhow::Error),
     #[error("the order is not in Redis and the order history does not answer; retry shortly")]
     HistoryUnavailable(#[source] anyhow::Error),
+    #[error("no quote suppliers are configured (QUOTE_SUPPLIERS is empty)")]
+    NoSuppliersConfigured,
+    #[error("every supplier's circuit is open; retry once they have cooled down")]
+    AllCircuitsOpen(serde_json::Value),
+    #[error(
+        "only {have} of the {wanted} answers asked for (min_responses) arrived by the deadline"
+    )]
+    QuotesTimeout {
+        have: usize,
+        wanted: usize,
+        body: serde_json::Value,
+    },
+    #[error(
+        "only {have} of the {wanted} answers asked for (min_responses) came back; the other suppliers failed"
+    )]
+    TooFewResponses {
+        have: usize,
+        wanted: usize,
+        body: serde_json::Value,
+    },
+    #[error("fewer than {wanted} suppliers (min_responses) quoted the same unit price")]
+    QuorumNotReached {
+        wanted: usize,
+        body: serde_json::Value,
+    },
+    #[error("no supplier that answered has the SKU in stock in that quantity")]
+    NoAvailableSupplier(serde_json::Value),
+    #[error("{0}")]
+    Quotes(#[from] crate::quotes::QuoteError),
+    #[error("{0}")]
+    InvalidQuote(String),
     #[error("unexpected error")]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// A problem carrying a (partial) quote result as extension members.
+fn with_result(mut problem: Problem, body: serde_json::Value) -> Problem {
+    if let serde_json::Value::Object(fields) = body {
+        for (name, value) in fields {
+            problem = problem.with(&name, value);
+        }
+    }
+    problem
 }
 
 impl IntoResponse for ApiError {
@@ -139,6 +182,93 @@ impl IntoResponse for ApiError {
                 .detail(detail)
                 .retry_after(RETRY_AFTER_UNAVAILABLE)
             }
+            Self::NoSuppliersConfigured => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-suppliers-configured",
+                "No suppliers configured",
+            )
+            .detail(detail),
+            Self::AllCircuitsOpen(body) => with_result(
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "all-circuits-open",
+                    "All circuits open",
+                )
+                .detail(detail)
+                .retry_after(RETRY_AFTER_UNAVAILABLE),
+                body,
+            ),
+            Self::QuotesTimeout { body, .. } => with_result(
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "quotes-timeout",
+                    "Quotes timeout",
+                )
+                .detail(detail),
+                body,
+            ),
+            Self::TooFewResponses { body, .. } => with_result(
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "too-few-responses",
+                    "Too few responses",
+                )
+                .detail(detail),
+                body,
+            ),
+            Self::QuorumNotReached { body, .. } => with_result(
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "quorum-not-reached",
+                    "Quorum not reached",
+                )
+                .detail(detail),
+                body,
+            ),
+            Self::NoAvailableSupplier(body) => with_result(
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "no-available-supplier",
+                    "No available supplier",
+                )
+                .detail(detail),
+                body,
+            ),
+            Self::Quotes(crate::quotes::QuoteError::Gather(
+                pipeline::scatter::GatherError::TooManyPending(_),
+            )) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-quote-requests",
+                "Too many quote requests",
+            )
+            .detail(detail)
+            .retry_after(RETRY_AFTER_UNAVAILABLE),
+            Self::Quotes(crate::quotes::QuoteError::Gather(
+                pipeline::scatter::GatherError::Unavailable,
+            )) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker-unavailable",
+                "Broker unavailable",
+            )
+            .detail("no quote request could be sent: the broker is unreachable")
+            .retry_after(RETRY_AFTER_UNAVAILABLE),
+            Self::Quotes(crate::quotes::QuoteError::Store(cause)) => {
+                tracing::error!(error = format!("{cause:#}"), "quotes could not be kept");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Store unavailable",
+                )
+                .detail("the quotes could not be kept, so none can be ordered against; retry later")
+                .retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            Self::InvalidQuote(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-quote",
+                "Invalid quote",
+            )
+            .detail(detail)
+            .field("quote_id"),
             Self::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "unexpected error");
                 Problem::new(

@@ -7,8 +7,10 @@
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod quotes;
 pub mod routes;
 pub mod startup;
 
 pub use config::GatewayConfig;
+pub use quotes::QuotesConfig;
 pub use startup::Application;

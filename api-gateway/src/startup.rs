@@ -28,6 +28,7 @@ pub struct AppState {
     pub body_timeout: Duration,
     pub max_qty: u32,
     pub history: Option<pipeline::history::HistoryClient>,
+    pub quotes: crate::quotes::Quotes,
 }
 
 /// A gateway that is connected and bound, ready to serve.
@@ -40,10 +41,14 @@ impl Application {
     /// Connects to the broker first (retrying until a node answers or `shutdown`
     /// fires), so the listener only opens once orders can be published.
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // The quote queues of the configured suppliers are part of the
+        // topology this gateway declares.
+        let mut broker = config.broker.clone();
+        broker.suppliers = config.quotes.suppliers.clone();
         let base = Base::start(
             "api-gateway",
             config.addr,
-            config.broker.clone(),
+            broker,
             &config.redis,
             config.http.clone(),
             shutdown,
@@ -59,9 +64,17 @@ impl Application {
             body_timeout: config.http.body_timeout,
             max_qty: config.max_qty,
             history: config.history.clone(),
+            quotes: crate::quotes::Quotes::start(
+                config.quotes.clone(),
+                &base.broker,
+                base.pool.clone(),
+                base.keys.clone(),
+                base.shutdown.clone(),
+            ),
         };
         let router = Router::new()
             .merge(routes::orders::router())
+            .merge(routes::quotes::router())
             .merge(base.ops_router())
             .layer(DefaultBodyLimit::max(routes::orders::MAX_BODY_BYTES))
             .with_state(state);

@@ -294,12 +294,21 @@ async fn get_order(
         .ok_or(ApiError::NotFound)?;
     let events = client
         .query(
-            "SELECT event_id, kind, stream_offset, at_ms, reason, trace_id
+            "SELECT event_id, kind, stream_offset, at_ms, reason, trace_id, (body->'quote')::text
                FROM events WHERE order_id = $1 ORDER BY stream_offset",
             &[&id.as_str()],
         )
         .await?;
     let mut view = order_view(&row);
+    // A quote-backed order's supplier and price, from its placed event.
+    if let Some(quote) = events.iter().find_map(|e| {
+        (e.get::<_, String>(1) == "placed")
+            .then(|| e.get::<_, Option<String>>(6))
+            .flatten()
+            .and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
+    }) {
+        view["quote"] = quote;
+    }
     view["events"] = events
         .iter()
         .map(|e| {

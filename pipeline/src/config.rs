@@ -96,6 +96,10 @@ pub struct BrokerConfig {
     pub queue_expires: Option<Duration>,
     /// Shown in the broker's connection list.
     pub connection_name: String,
+    /// Suppliers whose quote queues this service declares (see
+    /// [`crate::amqp::Topology::with_suppliers`]); set by the gateway and
+    /// the supplier, empty elsewhere.
+    pub suppliers: Vec<crate::quotes::SupplierId>,
 }
 
 pub const DEFAULT_RABBITMQ_URLS: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -116,6 +120,7 @@ impl BrokerConfig {
                 s => Some(Duration::from_secs(s)),
             },
             connection_name: connection_name.to_owned(),
+            suppliers: Vec::new(),
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct Problem {
     /// Seconds after which a retry may succeed; also sent as `Retry-After`.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// Extension members (RFC 9457 §3.2), such as a partial result.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -46,7 +49,14 @@ impl Problem {
             detail: None,
             field: None,
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(name.to_owned(), value);
+        self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {

@@ -9,6 +9,8 @@
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
 //! | `recent_orders` | list of the newest order ids, newest first, capped | gateway, processor |
 //! | `anomalies` | list of the newest messages that disagreed with their order's record (JSON), capped | processor |
+//! | `catalog:<supplier>` | hash: sku → JSON `{"unit_price_minor","currency","stock","delivery_days"}` | operator (`redis-cli HSET`), demo seed |
+//! | `quote:<quote id>` | hash: a quote the gateway handed out (supplier, sku, qty, price), until `valid_until` | gateway |
 //! | `retired_ids` | bitmap: a fixed-size filter of order ids whose records expired (retention) | order-history |
 //!
 //! Idempotency keys and order ids never share a key space: `idemp:` holds only
@@ -78,6 +80,21 @@ impl Keys {
     /// The SKU of an inventory key found by [`Keys::inventory_pattern`].
     pub fn sku_of<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix("inventory:")
+    }
+
+    /// A supplier's catalog.
+    pub fn catalog(&self, supplier: &crate::quotes::SupplierId) -> String {
+        format!("{}catalog:{supplier}", self.prefix)
+    }
+
+    /// A quote handed out by `GET /quotes/{sku}`.
+    pub fn quote(&self, id: &crate::quotes::QuoteId) -> String {
+        format!("{}{}", self.quote_prefix(), id.as_str())
+    }
+
+    /// What every quote key starts with (for `intake.lua`).
+    pub fn quote_prefix(&self) -> String {
+        format!("{}quote:", self.prefix)
     }
 
     pub fn counters(&self) -> String {

@@ -31,6 +31,9 @@ pub struct OrderPlaced {
     pub qty: Quantity,
     /// When the gateway accepted it, milliseconds since the Unix epoch.
     pub placed_at_ms: u64,
+    /// The supplier quote it was placed against, with its price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<crate::quotes::QuoteTerms>,
 }
 
 /// What the processor decided for an order.

@@ -19,14 +19,30 @@ pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
             timestamps.insert(stage.to_owned(), json!(ms));
         }
     }
-    json!({
+    let mut view = json!({
         "id": id.as_str(),
         "status": fields.get("status"),
         "sku": fields.get("sku"),
         "qty": fields.get("qty").and_then(|q| q.parse::<u64>().ok()),
         "reason": fields.get("reason"),
         "timestamps_ms": timestamps,
-    })
+    });
+    // A quote-backed order: its supplier and price.
+    let terms = [
+        "quote_id",
+        "supplier",
+        "unit_price_minor",
+        "total_minor",
+        "currency",
+        "delivery_days",
+    ]
+    .map(|f| fields.get(f).map(String::as_str).unwrap_or(""));
+    if !terms[0].is_empty()
+        && let Ok(terms) = crate::quotes::QuoteTerms::from_fields(terms)
+    {
+        view["quote"] = json!(terms);
+    }
+    view
 }
 
 /// The order's view, or `None` if there is no such order. With

@@ -35,6 +35,7 @@ pub fn broker_config(prefix: &str, connection_name: &str) -> BrokerConfig {
         delivery_limit: 5,
         queue_expires: Some(Duration::from_secs(600)),
         connection_name: connection_name.to_owned(),
+        suppliers: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
 use pipeline::messages::{EventKind, OrderPlaced, now_ms};
+use pipeline::quotes::QuoteId;
 use pipeline::trace::TraceParent;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -56,13 +57,23 @@ pub fn parse_order(body: &[u8], max_qty: u32) -> Result<OrderRequest, ApiError> 
         None | Some(Value::Null) => return Err(invalid("qty", "is required")),
         Some(_) => return Err(invalid("qty", "must be a whole number")),
     };
+    let quote = match fields.remove("quote_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(QuoteId::parse(&s).map_err(ApiError::InvalidField)?),
+        Some(_) => return Err(invalid("quote_id", "must be a string")),
+    };
     if let Some(unknown) = unknown_field(&fields) {
         return Err(ApiError::InvalidField(InvalidField {
             field: "body",
-            reason: format!("unknown field {unknown:?}; expected id, sku, qty"),
+            reason: format!("unknown field {unknown:?}; expected id, sku, qty, quote_id"),
         }));
     }
-    Ok(OrderRequest { id, sku, qty })
+    Ok(OrderRequest {
+        id,
+        sku,
+        qty,
+        quote,
+    })
 }
 
 fn unknown_field(rest: &Map<String, Value>) -> Option<&str> {
@@ -174,7 +185,9 @@ async fn retired(
     match known {
         Some(order) => {
             let same = order["sku"].as_str() == Some(request.sku.as_str())
-                && order["qty"].as_u64() == Some(u64::from(request.qty.get()));
+                && order["qty"].as_u64() == Some(u64::from(request.qty.get()))
+                && order["quote"]["quote_id"].as_str()
+                    == request.quote.as_ref().map(QuoteId::as_str);
             Ok(if same {
                 Intake::Accepted(id.clone())
             } else {
@@ -232,6 +245,10 @@ async fn intake(
             metrics::counter!("order_id_conflicts_total").increment(1);
             return Err(ApiError::OrderIdConflict(id));
         }
+        Intake::InvalidQuote(reason) => {
+            metrics::counter!("invalid_quotes_total").increment(1);
+            return Err(ApiError::InvalidQuote(reason));
+        }
     };
 
     let id = claim.id.clone();
@@ -242,6 +259,7 @@ async fn intake(
         sku: request.sku,
         qty: request.qty,
         placed_at_ms: now_ms(),
+        quote: claim.quote.clone(),
     };
     let payload = serde_json::to_vec(&message).map_err(|e| ApiError::Unexpected(e.into()))?;
     let published = state

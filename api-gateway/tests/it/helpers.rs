@@ -14,6 +14,7 @@ pub use testkit::{ProxyMode, TcpProxy, broker_urls, eventually, unique_prefix};
 /// A config for a test gateway: port 0, own prefixes, short timeouts.
 pub fn test_config(prefix: &str) -> GatewayConfig {
     GatewayConfig {
+        quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
         history: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(prefix, "api-gateway-test"),

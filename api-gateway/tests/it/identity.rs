@@ -88,6 +88,7 @@ async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
         id: None,
         sku: Sku::parse("mag-safe-phone-case").unwrap(),
         qty: Quantity::parse(1, 1000).unwrap(),
+        quote: None,
     };
     let key = IdempotencyKey::parse_header("crashed-key").unwrap();
     let Intake::Process(claim) = app.store().claim(&request, Some(&key)).await.unwrap() else {
@@ -190,6 +191,7 @@ async fn a_claimed_but_unconfirmed_id_is_not_an_order_yet() {
         id: Some(pipeline::domain::OrderId::parse("pending-1").unwrap()),
         sku: Sku::parse("s").unwrap(),
         qty: Quantity::parse(1, 1000).unwrap(),
+        quote: None,
     };
     assert!(matches!(
         app.store().claim(&request, None).await.unwrap(),

@@ -174,6 +174,7 @@ async fn same_key_while_the_first_is_in_flight_is_409_with_retry_after() {
         id: Some(OrderId::parse("order123").unwrap()),
         sku: Sku::parse("mag-safe-phone-case").unwrap(),
         qty: Quantity::parse(2, 1000).unwrap(),
+        quote: None,
     };
     let key = IdempotencyKey::parse_header("k-in-flight").unwrap();
     let claimed = store.claim(&request, Some(&key)).await.unwrap();

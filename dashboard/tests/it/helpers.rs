@@ -91,6 +91,7 @@ impl Stack {
         tasks.push(tokio::spawn(notifier.run_until_stopped()));
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
+                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
                 history: None,
                 addr: any_port,
                 broker: broker("api-gateway-test"),

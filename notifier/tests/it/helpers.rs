@@ -163,6 +163,7 @@ impl Pipeline {
         .unwrap();
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
+                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
                 history: None,
                 addr: "127.0.0.1:0".parse().unwrap(),
                 broker: testkit::broker_config(&w.prefix, "api-gateway-test"),

@@ -170,6 +170,7 @@ impl Pipeline {
         .unwrap();
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
+                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
                 addr: "127.0.0.1:0".parse().unwrap(),
                 broker: testkit::broker_config(prefix, "api-gateway-test"),
                 redis: testkit::redis_config(prefix),

@@ -150,6 +150,7 @@ async fn end_to_end_a_posted_order_becomes_reserved() {
     let p = RunningProcessor::start(w.config()).await;
     let shutdown = pipeline::shutdown::CancellationToken::new();
     let gateway_config = api_gateway::GatewayConfig {
+        quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
         history: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         broker: testkit::broker_config(&w.prefix, "api-gateway-test"),

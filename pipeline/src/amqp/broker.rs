@@ -134,7 +134,8 @@ impl Broker {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let topology = Topology::new(config.topology_prefix.clone(), config.delivery_limit)
-            .with_expiry(config.queue_expires);
+            .with_expiry(config.queue_expires)
+            .with_suppliers(config.suppliers.clone());
         let (link, _) = watch::channel(None);
         let broker = Self {
             inner: Arc::new(Inner {

@@ -8,7 +8,17 @@
 //! orders.topic  --order.rejected-> orders.rejected (quorum, the newest REJECTED_KEEP only)
 //! orders.direct --order.new------> orders.events   (stream: every order's whole life,
 //! orders.topic  --#--------------> orders.events    read by order-history)
+//!
+//! quotes.direct --<supplier id>--> quotes.<supplier id> (quorum, one per supplier;
+//!                                  replies go back over direct reply-to)
 //! ```
+//!
+//! The quote queues are declared for the suppliers a service names
+//! ([`Topology::with_suppliers`]: the gateway its `QUOTE_SUPPLIERS`, a
+//! supplier itself). A quote request carries a per-message TTL (the time left
+//! to its deadline); a queue holds at most [`QUOTE_QUEUE_MAX`] requests and
+//! refuses more (the gateway sees a refused publish: a failure of that
+//! supplier).
 //!
 //! `orders.events` is a stream queue: consumers read it from any offset and it
 //! keeps every event for [`EVENTS_MAX_AGE`] (or up to [`EVENTS_MAX_BYTES`]),
@@ -30,6 +40,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 use crate::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
+use crate::quotes::SupplierId;
+use crate::scatter::Destination;
 
 /// The queues' unprefixed names.
 pub const ORDERS_QUEUE: &str = "orders.queue";
@@ -59,6 +71,10 @@ pub const QUEUES: [&str; 5] = [
     REJECTED_QUEUE,
 ];
 
+/// The most quote requests one supplier's queue holds (`x-max-length`,
+/// `reject-publish` beyond).
+pub const QUOTE_QUEUE_MAX: i64 = 10_000;
+
 /// How many rejection events `orders.rejected` keeps.
 pub const REJECTED_KEEP: i64 = 100_000;
 
@@ -68,6 +84,7 @@ pub struct Topology {
     prefix: String,
     delivery_limit: u32,
     expires: Option<std::time::Duration>,
+    suppliers: Vec<SupplierId>,
 }
 
 impl Topology {
@@ -76,6 +93,32 @@ impl Topology {
             prefix: prefix.into(),
             delivery_limit,
             expires: None,
+            suppliers: Vec::new(),
+        }
+    }
+
+    /// Also declares the quote queues of these suppliers.
+    pub fn with_suppliers(mut self, suppliers: Vec<SupplierId>) -> Self {
+        self.suppliers = suppliers;
+        self
+    }
+
+    /// Direct exchange of quote requests, routed by supplier id.
+    pub fn quotes_exchange(&self) -> String {
+        self.name("quotes.direct")
+    }
+
+    /// The queue supplier `id` consumes quote requests from.
+    pub fn supplier_queue(&self, id: &SupplierId) -> String {
+        self.name(&format!("quotes.{id}"))
+    }
+
+    /// Where a quote request for supplier `id` is published.
+    pub fn supplier_destination(&self, id: &SupplierId) -> Destination {
+        Destination {
+            name: id.as_str().to_owned(),
+            exchange: self.quotes_exchange(),
+            routing_key: id.as_str().to_owned(),
         }
     }
 
@@ -147,6 +190,7 @@ impl Topology {
         };
         for (name, kind) in [
             (self.orders_exchange(), ExchangeKind::Direct),
+            (self.quotes_exchange(), ExchangeKind::Direct),
             (self.events_exchange(), ExchangeKind::Topic),
             (self.dead_letter_exchange(), ExchangeKind::Direct),
         ] {
@@ -201,6 +245,21 @@ impl Topology {
             .await?;
         self.bind(channel, &stream, &self.events_exchange(), "#")
             .await?;
+        for supplier in &self.suppliers {
+            let queue = self.supplier_queue(supplier);
+            let mut args = self.quorum_args();
+            args.insert(
+                "x-max-length".into(),
+                AMQPValue::LongLongInt(QUOTE_QUEUE_MAX),
+            );
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+            self.declare_queue(channel, &queue, args).await?;
+            self.bind(channel, &queue, &self.quotes_exchange(), supplier.as_str())
+                .await?;
+        }
         Ok(())
     }
 

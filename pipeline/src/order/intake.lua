@@ -30,9 +30,21 @@
 -- ARGV[3] qty, ARGV[4] request fingerprint, ARGV[5] claim token,
 -- ARGV[6] lease (ms), ARGV[7] order key prefix, ARGV[8] key record TTL (ms),
 -- ARGV[9] retired-ids filter key, ARGV[10] check it ('1' | '0'),
--- ARGV[11] filter size (bits)
--- Returns {'process', id} | {'replay', status, body} | {'accepted', id}
+-- ARGV[11] filter size (bits), ARGV[12] quote key ('' = none),
+-- ARGV[13] quote id ('' = none)
+--
+-- A quote-backed order (ARGV[13]): the quote id is part of the order's
+-- payload (same id + sku + qty + quote = same order). A new order's quote
+-- must exist, be unexpired, be for this sku and qty, and back no other order
+-- id ('invalid_quote' otherwise); the order record then keeps the quote's
+-- terms (supplier, price), and the quote remembers its order. A retry of the
+-- same order needs no valid quote any more: its record has the terms.
+--
+-- Returns {'process', id [, quote_id, supplier, unit_price_minor,
+--          total_minor, currency, delivery_days]}
+--       | {'replay', status, body} | {'accepted', id}
 --       | {'conflict', ms} | {'mismatch'} | {'id_conflict', id} | {'retired', id}
+--       | {'invalid_quote', reason}
 local now = now_ms()
 local id, order = ARGV[1], KEYS[1]
 local key = KEYS[2]
@@ -55,8 +67,8 @@ if key then
   end
 end
 
-local o = redis.call('HMGET', order, 'sku', 'qty', 'status', 'claim_token', 'claim_until')
-if o[1] and (o[1] ~= ARGV[2] or o[2] ~= ARGV[3]) then
+local o = redis.call('HMGET', order, 'sku', 'qty', 'status', 'claim_token', 'claim_until', 'quote_id')
+if o[1] and (o[1] ~= ARGV[2] or o[2] ~= ARGV[3] or (o[6] or '') ~= ARGV[13]) then
   return {'id_conflict', id}
 end
 if o[3] then
@@ -84,11 +96,38 @@ if not o[1] and (ARGV[10] == '1' or (ARGV[10] == 'key' and id ~= ARGV[1])) then
   end
 end
 
+if ARGV[13] ~= '' and not o[1] then
+  local q = redis.call('HMGET', ARGV[12], 'sku', 'qty', 'valid_until_ms', 'order_id', 'supplier',
+    'unit_price_minor', 'total_minor', 'currency', 'delivery_days')
+  if not q[1] then
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' is unknown or expired; ask for a new one with GET /quotes/{sku}'}
+  end
+  if tonumber(q[3]) <= now then
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' expired ' .. tostring(now - tonumber(q[3])) ..
+      ' ms ago (valid_until_ms ' .. q[3] .. '); ask for a new one with GET /quotes/{sku}'}
+  end
+  if q[1] ~= ARGV[2] or q[2] ~= ARGV[3] then
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' is for ' .. q[2] .. ' x ' .. q[1] ..
+      ', not ' .. ARGV[3] .. ' x ' .. ARGV[2]}
+  end
+  if q[4] and q[4] ~= id then
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' already backs order ' .. q[4] .. '; a quote backs one order'}
+  end
+  redis.call('HSET', ARGV[12], 'order_id', id)
+  redis.call('HSET', order, 'quote_id', ARGV[13], 'supplier', q[5], 'unit_price_minor', q[6],
+    'total_minor', q[7], 'currency', q[8], 'delivery_days', q[9])
+end
+
 redis.call('HSET', order, 'sku', ARGV[2], 'qty', ARGV[3], 'claim_token', token,
   'claim_until', tostring(now + lease))
 if key then
   redis.call('HSET', key, 'fingerprint', ARGV[4], 'id', id, 'state', 'in_flight',
     'token', token, 'lease_until', tostring(now + lease))
   redis.call('PEXPIRE', key, ARGV[8])
+end
+if ARGV[13] ~= '' then
+  local t = redis.call('HMGET', order, 'quote_id', 'supplier', 'unit_price_minor', 'total_minor',
+    'currency', 'delivery_days')
+  return {'process', id, t[1] or '', t[2] or '', t[3] or '', t[4] or '', t[5] or '', t[6] or ''}
 end
 return {'process', id}

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
 use crate::keys::Keys;
+use crate::quotes::{QuoteId, QuoteTerms};
 use crate::store::Pool;
 
 use super::{ACCEPT, INTAKE, RECENT_ORDERS, RELEASE};
@@ -40,18 +41,25 @@ pub struct IntakeRequest {
     pub id: Option<OrderId>,
     pub sku: Sku,
     pub qty: Quantity,
+    /// The quote the order is placed against, if any (part of its payload).
+    pub quote: Option<QuoteId>,
 }
 
 impl IntakeRequest {
     /// The canonical form two requests under one key must share to be "the
     /// same request".
     pub fn fingerprint(&self) -> String {
-        serde_json::json!({
+        let mut canonical = serde_json::json!({
             "id": self.id.as_ref().map(OrderId::as_str),
             "sku": self.sku.as_str(),
             "qty": self.qty.get(),
-        })
-        .to_string()
+        });
+        // Only when present: a key stored before quotes existed keeps its
+        // fingerprint.
+        if let Some(quote) = &self.quote {
+            canonical["quote_id"] = quote.as_str().into();
+        }
+        canonical.to_string()
     }
 }
 
@@ -76,6 +84,9 @@ pub enum Intake {
     /// history, then answer as for that order, or claim again with
     /// [`Store::claim_unretired`] if it never saw the id.
     Retired(OrderId),
+    /// The request's quote cannot back a new order (unknown, expired, for
+    /// another sku or qty, or backing another order); why.
+    InvalidQuote(String),
 }
 
 /// Proof of holding a request's key and id: only the holder can accept or
@@ -83,6 +94,8 @@ pub enum Intake {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub id: OrderId,
+    /// A quote-backed order's terms, from its record.
+    pub quote: Option<QuoteTerms>,
     key: Option<IdempotencyKey>,
     token: String,
 }
@@ -107,9 +120,20 @@ impl Intake {
         match reply {
             [tag, raw] if tag == "process" => Ok(Self::Process(Claim {
                 id: id(raw)?,
+                quote: None,
                 key: key.cloned(),
                 token,
             })),
+            [tag, raw, q, s, u, t, c, d] if tag == "process" => Ok(Self::Process(Claim {
+                id: id(raw)?,
+                quote: Some(
+                    QuoteTerms::from_fields([q, s, u, t, c, d])
+                        .map_err(|e| anyhow::anyhow!("intake.lua returned bad quote terms: {e}"))?,
+                ),
+                key: key.cloned(),
+                token,
+            })),
+            [tag, reason] if tag == "invalid_quote" => Ok(Self::InvalidQuote(reason.clone())),
             [tag, raw] if tag == "accepted" => Ok(Self::Accepted(id(raw)?)),
             [tag, raw] if tag == "id_conflict" => Ok(Self::IdConflict(id(raw)?)),
             [tag, raw] if tag == "retired" => Ok(Self::Retired(id(raw)?)),
@@ -225,7 +249,15 @@ impl Store {
             .arg(self.lifetimes.done.as_millis() as u64)
             .arg(self.keys.retired_ids())
             .arg(check_retired)
-            .arg(super::RETIRED_FILTER_BITS);
+            .arg(super::RETIRED_FILTER_BITS)
+            .arg(
+                request
+                    .quote
+                    .as_ref()
+                    .map(|q| self.keys.quote(q))
+                    .unwrap_or_default(),
+            )
+            .arg(request.quote.as_ref().map(QuoteId::as_str).unwrap_or(""));
         let mut conn = self.pool.get().await?;
         Ok(invocation.invoke_async(&mut *conn).await?)
     }
@@ -287,6 +319,7 @@ mod tests {
             action,
             Intake::Process(Claim {
                 id: OrderId::parse("o-1").unwrap(),
+                quote: None,
                 key: Some(key()),
                 token: "t1".into()
             })
@@ -350,6 +383,7 @@ mod tests {
             id: id.map(|i| OrderId::parse(i).unwrap()),
             sku: Sku::parse("s").unwrap(),
             qty: Quantity::parse(qty, 10).unwrap(),
+            quote: None,
         };
         assert_eq!(
             req(Some("o"), 1).fingerprint(),
@@ -360,5 +394,9 @@ mod tests {
             req(Some("o"), 2).fingerprint()
         );
         assert_ne!(req(Some("o"), 1).fingerprint(), req(None, 1).fingerprint());
+        let mut quoted = req(Some("o"), 1);
+        quoted.quote = Some(QuoteId::generate());
+        assert_ne!(quoted.fingerprint(), req(Some("o"), 1).fingerprint());
+        assert!(!req(Some("o"), 1).fingerprint().contains("quote"));
     }
 }

@@ -1,0 +1,363 @@
+//! A circuit breaker for one destination: closed, open, half-open.
+//!
+//! ```text
+//!            failure rate over the last `window` calls >= threshold
+//!            (once at least `min_calls` were made)
+//!   closed ---------------------------------------------------------> open
+//!     ^                                                                 |
+//!     |  `half_open_probes` probes succeeded           `open_for` later |
+//!     +-------------------------------- half-open <---------------------+
+//!                                          |
+//!                                          +-- a probe failed --> open again
+//! ```
+//!
+//! Closed lets every call through and records its outcome in a sliding window.
+//! Open lets nothing through. Half-open lets at most `half_open_probes` calls
+//! through at once, each with the normal deadline; the first failure reopens
+//! the circuit, `half_open_probes` successes close it with an empty window.
+//!
+//! Every call holds a [`Permit`] naming the breaker's generation: the outcome
+//! of a call that started before a transition (a slow reply of a call made
+//! while still closed) does not count towards the next state. A call whose
+//! outcome is unknown (the gather finished without it) gives its permit back
+//! with [`Breaker::release`]. Time is `tokio::time::Instant`, so tests run on
+//! paused time.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Every threshold of a breaker (`QUOTE_BREAKER_*` on the gateway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// The sliding window: the outcomes of the last this many calls.
+    pub window: usize,
+    /// The circuit never opens on fewer calls than this in the window.
+    pub min_calls: usize,
+    /// Opens when at least this percentage of the window's calls failed.
+    pub failure_rate_percent: u8,
+    /// How long an open circuit stays open before it lets probes through.
+    pub open_for: Duration,
+    /// Probes let through at once while half-open, and the successes that
+    /// close the circuit.
+    pub half_open_probes: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: 20,
+            min_calls: 5,
+            failure_rate_percent: 50,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// The state as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    /// The value of the circuit-state gauge: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            Self::Closed => 0.0,
+            Self::HalfOpen => 1.0,
+            Self::Open => 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { in_flight: usize, successes: usize },
+}
+
+/// Leave to make one call; hand it back with [`Breaker::record`] or
+/// [`Breaker::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    generation: u64,
+    probe: bool,
+}
+
+impl Permit {
+    /// Whether the call is a half-open probe.
+    pub fn is_probe(self) -> bool {
+        self.probe
+    }
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    config: BreakerConfig,
+    state: State,
+    /// `true` = failure, newest last; only while closed.
+    window: VecDeque<bool>,
+    generation: u64,
+}
+
+impl Breaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: State::Closed,
+            window: VecDeque::with_capacity(config.window),
+            generation: 0,
+        }
+    }
+
+    /// The state at `now` (an open circuit whose cool-down is over shows as
+    /// half-open: the next call will be a probe).
+    pub fn state(&self, now: Instant) -> CircuitState {
+        match self.state {
+            State::Closed => CircuitState::Closed,
+            State::Open { until } if now >= until => CircuitState::HalfOpen,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Until when an open circuit stays open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Calls and failures in the current window (closed only).
+    pub fn window(&self) -> (usize, usize) {
+        (
+            self.window.len(),
+            self.window.iter().filter(|failed| **failed).count(),
+        )
+    }
+
+    /// A permit for one call, or `None` when the circuit keeps the call out.
+    pub fn acquire(&mut self, now: Instant) -> Option<Permit> {
+        if let State::Open { until } = self.state {
+            if now < until {
+                return None;
+            }
+            self.transition(State::HalfOpen {
+                in_flight: 0,
+                successes: 0,
+            });
+        }
+        match &mut self.state {
+            State::Closed => Some(Permit {
+                generation: self.generation,
+                probe: false,
+            }),
+            State::HalfOpen { in_flight, .. } if *in_flight < self.config.half_open_probes => {
+                *in_flight += 1;
+                Some(Permit {
+                    generation: self.generation,
+                    probe: true,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Records the outcome of the call `permit` was given for.
+    pub fn record(&mut self, permit: Permit, success: bool, now: Instant) {
+        if permit.generation != self.generation {
+            return;
+        }
+        match &mut self.state {
+            State::Closed => {
+                if self.window.len() == self.config.window {
+                    self.window.pop_front();
+                }
+                self.window.push_back(!success);
+                let (calls, failures) = self.window();
+                if calls >= self.config.min_calls.max(1)
+                    && failures * 100 >= usize::from(self.config.failure_rate_percent) * calls
+                {
+                    self.open(now);
+                }
+            }
+            State::HalfOpen {
+                in_flight,
+                successes,
+            } => {
+                *in_flight = in_flight.saturating_sub(1);
+                if !success {
+                    self.open(now);
+                } else {
+                    *successes += 1;
+                    if *successes >= self.config.half_open_probes {
+                        self.transition(State::Closed);
+                    }
+                }
+            }
+            State::Open { .. } => {}
+        }
+    }
+
+    /// Gives back a permit whose call ended without an outcome.
+    pub fn release(&mut self, permit: Permit) {
+        if permit.generation != self.generation {
+            return;
+        }
+        if let State::HalfOpen { in_flight, .. } = &mut self.state {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.transition(State::Open {
+            until: now + self.config.open_for,
+        });
+    }
+
+    fn transition(&mut self, to: State) {
+        self.state = to;
+        self.window.clear();
+        self.generation += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            window: 10,
+            min_calls: 4,
+            failure_rate_percent: 50,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 2,
+        }
+    }
+
+    fn call(b: &mut Breaker, success: bool) {
+        let permit = b.acquire(Instant::now()).expect("let through");
+        b.record(permit, success, Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stays_closed_below_the_minimum_number_of_calls() {
+        let mut b = Breaker::new(config());
+        for _ in 0..3 {
+            call(&mut b, false);
+        }
+        assert_eq!(b.state(Instant::now()), CircuitState::Closed);
+        call(&mut b, false);
+        assert_eq!(b.state(Instant::now()), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_at_the_failure_rate_over_the_sliding_window() {
+        let mut b = Breaker::new(config());
+        // 6 successes, then failures: 4 of 10 is below 50 %, 5 of 10 opens.
+        for _ in 0..6 {
+            call(&mut b, true);
+        }
+        for _ in 0..4 {
+            call(&mut b, false);
+        }
+        assert_eq!(b.window(), (10, 4));
+        assert_eq!(b.state(Instant::now()), CircuitState::Closed);
+        call(&mut b, false); // the oldest success slides out: 5 of 10
+        assert_eq!(b.state(Instant::now()), CircuitState::Open);
+        assert!(b.acquire(Instant::now()).is_none(), "open keeps calls out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_slide_out_of_the_window() {
+        let mut b = Breaker::new(config());
+        call(&mut b, false);
+        for _ in 0..10 {
+            call(&mut b, true);
+        }
+        assert_eq!(b.window(), (10, 0));
+        for _ in 0..4 {
+            call(&mut b, false);
+        }
+        assert_eq!(b.state(Instant::now()), CircuitState::Closed);
+    }
+
+    async fn opened() -> Breaker {
+        let mut b = Breaker::new(config());
+        for _ in 0..4 {
+            call(&mut b, false);
+        }
+        assert_eq!(b.state(Instant::now()), CircuitState::Open);
+        b
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_after_the_cool_down_lets_a_bounded_number_of_probes_through() {
+        let mut b = opened().await;
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert!(b.acquire(Instant::now()).is_none());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.state(Instant::now()), CircuitState::HalfOpen);
+        let p1 = b.acquire(Instant::now()).unwrap();
+        let p2 = b.acquire(Instant::now()).unwrap();
+        assert!(p1.is_probe() && p2.is_probe());
+        assert!(
+            b.acquire(Instant::now()).is_none(),
+            "only two probes at once"
+        );
+        // A probe that ended without an outcome frees its place.
+        b.release(p2);
+        let p3 = b.acquire(Instant::now()).unwrap();
+        b.record(p1, true, Instant::now());
+        assert_eq!(b.state(Instant::now()), CircuitState::HalfOpen);
+        b.record(p3, true, Instant::now());
+        assert_eq!(b.state(Instant::now()), CircuitState::Closed);
+        assert_eq!(b.window(), (0, 0), "closing starts a fresh window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_for_a_full_cool_down() {
+        let mut b = opened().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.acquire(Instant::now()).unwrap();
+        b.record(probe, false, Instant::now());
+        assert_eq!(b.state(Instant::now()), CircuitState::Open);
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert!(b.acquire(Instant::now()).is_none());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(b.acquire(Instant::now()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_of_calls_from_before_a_transition_do_not_count() {
+        let mut b = Breaker::new(config());
+        let slow = b.acquire(Instant::now()).unwrap();
+        for _ in 0..4 {
+            call(&mut b, false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.acquire(Instant::now()).unwrap();
+        // The slow call made while closed succeeds now: no probe result.
+        b.record(slow, true, Instant::now());
+        b.release(slow);
+        assert_eq!(b.state(Instant::now()), CircuitState::HalfOpen);
+        b.record(probe, false, Instant::now());
+        assert_eq!(b.state(Instant::now()), CircuitState::Open);
+    }
+}
