@@ -6,7 +6,7 @@ RUN cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/api-gateway target/release/order-processor \
        target/release/notifier target/release/dashboard \
-       target/release/order-history /out/
+       target/release/order-history target/release/supplier /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

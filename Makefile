@@ -4,7 +4,8 @@
 STACK := scripts/stack.sh
 
 ## Start Redis, PostgreSQL, a 3-node RabbitMQ cluster and the services
-## (release build; order-history as two replicas).
+## (release build; order-history as two replicas; three suppliers, acme,
+## globex and initech, on :8101-8103).
 up:
 	@bash $(STACK) up
 

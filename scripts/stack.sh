@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Local stack for order-pipeline: Redis (AOF on), PostgreSQL and a 3-node
 # RabbitMQ cluster on loopback, with all data under .stack/ (git-ignored), plus
-# the services (order-history as two replicas).
+# the services (order-history as two replicas, three suppliers).
 #
 #   scripts/stack.sh deps       install if missing, start Redis + PostgreSQL + RabbitMQ cluster
 #   scripts/stack.sh up         deps, then build (release) and start the services
 #   scripts/stack.sh down       stop what this script started, by pid
 #   scripts/stack.sh status     show what is running
 #   scripts/stack.sh start-node N / stop-node N   one RabbitMQ node (fault tests)
+#   scripts/stack.sh start-supplier ID / stop-supplier ID   one supplier (acme,
+#                               globex, initech): watch its circuit open and recover
 #   scripts/stack.sh start-pg / stop-pg / restart-pg   PostgreSQL (fault tests;
 #                               stop-pg is a fast shutdown; data and port are kept)
 #   scripts/stack.sh database-url   the local PostgreSQL's DATABASE_URL
@@ -54,6 +56,22 @@ history_urls() {
   local urls=() a
   for a in "${HISTORY_ADDRS[@]}"; do urls+=("http://$a"); done
   (IFS=,; echo "${urls[*]}")
+}
+
+# Three suppliers answer the gateway's quote requests (the gateway is told
+# their ids as QUOTE_SUPPLIERS); supplier-<id> runs target/release/supplier.
+SUPPLIER_IDS=(acme globex initech)
+SUPPLIER_ADDRS=(127.0.0.1:8101 127.0.0.1:8102 127.0.0.1:8103)
+supplier_addr() {
+  local i
+  for i in "${!SUPPLIER_IDS[@]}"; do
+    [ "${SUPPLIER_IDS[i]}" = "$1" ] && { echo "${SUPPLIER_ADDRS[i]}"; return 0; }
+  done
+  die "no supplier '$1' (one of: ${SUPPLIER_IDS[*]})"
+}
+supplier_urls() {
+  local i
+  for i in "${!SUPPLIER_IDS[@]}"; do printf 'http://%s (%s)  ' "${SUPPLIER_ADDRS[i]}" "${SUPPLIER_IDS[i]}"; done | sed 's/ *$//'
 }
 
 # --- helpers ---------------------------------------------------------------
@@ -300,8 +318,15 @@ node_start() {
   port_free_or_ours "$(amqp_port "$i")"
   port_free_or_ours "$(dist_port "$i")"
   rm -f "$RMQ_HOME/rabbit$i/pid"
+  # Every quorum queue and stream keeps files open on every node; at the
+  # usual 1024 descriptors a node stops completing handshakes once a test
+  # run has declared a few hundred queues.
+  # runuser resets the soft limit to 1024, so prlimit sets it again inside.
+  local nofile
+  ulimit -Hn 65536 2>/dev/null || true
+  nofile=$(ulimit -Hn)
   # shellcheck disable=SC2046
-  eval setsid runuser -u rabbitmq -- env $(rmq_env "$i") "$RMQ_BIN/rabbitmq-server" \
+  eval setsid runuser -u rabbitmq -- prlimit --nofile="$nofile:$nofile" env $(rmq_env "$i") "$RMQ_BIN/rabbitmq-server" \
     '>>"$RMQ_HOME/rabbit$i/log/stdout.log"' '2>&1' '</dev/null' '&'
 }
 
@@ -359,21 +384,48 @@ rabbit_down() {
 SERVICES=(api-gateway order-processor notifier dashboard)
 
 # Every process this script runs: the services, then the order-history
-# replicas (order-history-N runs target/release/order-history).
+# replicas (order-history-N runs target/release/order-history), then the
+# suppliers (supplier-<id>).
 instances() {
-  local i
+  local i id
   echo "${SERVICES[@]}"
   for i in $(seq 1 ${#HISTORY_ADDRS[@]}); do echo "order-history-$i"; done
+  for id in "${SUPPLIER_IDS[@]}"; do echo "supplier-$id"; done
+}
+
+# What every service is told, unless the caller's environment says otherwise.
+services_env() {
+  export RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
+    DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}" \
+    QUOTE_SUPPLIERS="${QUOTE_SUPPLIERS:-$(IFS=,; echo "${SUPPLIER_IDS[*]}")}"
+}
+
+# Starts supplier $1 unless it is running; the demo catalog is written only
+# where catalog:<id> is absent, so an edited catalog survives a restart.
+supplier_start() {
+  local id=$1 addr svc="supplier-$1" pid
+  addr=$(supplier_addr "$id")
+  pid=$(read_pid "$STACK/services/$svc.pid")
+  if pid_alive "$pid"; then return 0; fi
+  SUPPLIER_ID="$id" SUPPLIER_ADDR="$addr" SUPPLIER_DEMO_CATALOG=1 \
+    setsid "$ROOT/target/release/supplier" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
+  echo $! >"$STACK/services/$svc.pid"
+}
+
+supplier_await() {
+  wait_until "supplier-$1" 120 curl -fsS "http://$(supplier_addr "$1")/health"
 }
 
 services_up() {
   say "building the services (release)"
   (cd "$ROOT" && cargo build --release --quiet --bins)
-  [ -x "$ROOT/target/release/order-history" ] || die "no $ROOT/target/release/order-history after the build"
+  local bin
+  for bin in order-history supplier; do
+    [ -x "$ROOT/target/release/$bin" ] || die "no $ROOT/target/release/$bin after the build"
+  done
   mkdir -p "$STACK/services"
-  export RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
-    DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}"
-  local svc pid i
+  services_env
+  local svc pid i id
   for svc in "${SERVICES[@]}"; do
     pid=$(read_pid "$STACK/services/$svc.pid")
     if pid_alive "$pid"; then continue; fi
@@ -388,22 +440,25 @@ services_up() {
       setsid "$ROOT/target/release/order-history" >>"$STACK/services/$svc.log" 2>&1 </dev/null &
     echo $! >"$STACK/services/$svc.pid"
   done
+  for id in "${SUPPLIER_IDS[@]}"; do supplier_start "$id"; done
   wait_until "api-gateway" 120 curl -fsS "http://${GATEWAY_ADDR:-127.0.0.1:8080}/health"
   wait_until "dashboard" 60 curl -fsS "http://${DASHBOARD_ADDR:-127.0.0.1:8090}/health"
   # Any HTTP answer will do: a standby replica answers too.
   for i in $(seq 1 ${#HISTORY_ADDRS[@]}); do
     wait_until "order-history-$i" 120 curl -sS -o /dev/null "http://${HISTORY_ADDRS[i - 1]}/health"
   done
+  for id in "${SUPPLIER_IDS[@]}"; do supplier_await "$id"; done
   for svc in $(instances); do
     pid_alive "$(read_pid "$STACK/services/$svc.pid")" || die "$svc exited; see $STACK/services/$svc.log"
   done
   cat <<EOF
 
-  api-gateway      http://${GATEWAY_ADDR:-127.0.0.1:8080}      (POST /orders, GET /orders/<id>)
+  api-gateway      http://${GATEWAY_ADDR:-127.0.0.1:8080}      (POST /orders, GET /orders/<id>, GET /quotes/<sku>, GET /suppliers)
   dashboard        http://${DASHBOARD_ADDR:-127.0.0.1:8090}
   order-processor  http://${PROCESSOR_ADDR:-127.0.0.1:9101}/health
   notifier         http://${NOTIFIER_ADDR:-127.0.0.1:9102}/health
   order-history    $(history_urls | sed 's/,/  /g')   (GET /orders, /orders/<id>, /stats)
+  suppliers        $(supplier_urls)
   redis            redis://127.0.0.1:$REDIS_PORT
   postgres         $DATABASE_URL
   rabbitmq         $(amqp_urls)
@@ -412,18 +467,36 @@ services_up() {
 EOF
 }
 
+# Stops one instance (a name from `instances`) by its pid file.
+instance_stop() {
+  local svc=$1 pid
+  pid=$(read_pid "$STACK/services/$svc.pid")
+  if pid_alive "$pid"; then
+    kill "$pid"
+    for _ in $(seq 1 40); do pid_alive "$pid" || break; sleep 0.25; done
+    pid_alive "$pid" && kill -9 "$pid" || true
+    say "stopped $svc (pid $pid)"
+  fi
+  rm -f "$STACK/services/$svc.pid"
+}
+
 services_down() {
-  local svc pid
-  for svc in $(instances); do
-    pid=$(read_pid "$STACK/services/$svc.pid")
-    if pid_alive "$pid"; then
-      kill "$pid"
-      for _ in $(seq 1 40); do pid_alive "$pid" || break; sleep 0.25; done
-      pid_alive "$pid" && kill -9 "$pid" || true
-      say "stopped $svc (pid $pid)"
-    fi
-    rm -f "$STACK/services/$svc.pid"
-  done
+  local svc
+  for svc in $(instances); do instance_stop "$svc"; done
+}
+
+# start-supplier: one supplier back (the circuit-breaker walkthrough), from
+# the binary `up` built; no build, so it takes seconds.
+supplier_up() {
+  local id=$1
+  supplier_addr "$id" >/dev/null
+  [ -x "$ROOT/target/release/supplier" ] || die "no $ROOT/target/release/supplier; run \`make up\` first"
+  mkdir -p "$STACK/services"
+  services_env
+  supplier_start "$id"
+  supplier_await "$id"
+  pid_alive "$(read_pid "$STACK/services/supplier-$id.pid")" || die "supplier-$id exited; see $STACK/services/supplier-$id.log"
+  say "supplier-$id up on http://$(supplier_addr "$id") (pid $(read_pid "$STACK/services/supplier-$id.pid"))"
 }
 
 redis_down() {
@@ -464,5 +537,7 @@ case "${1:-}" in
   start-pg) pg_up ;;
   stop-pg) pg_down ;;
   restart-pg) pg_down; pg_up ;;
-  *) die "usage: $0 deps|up|down|status|urls|database-url|start-node N|stop-node N|start-pg|stop-pg|restart-pg" ;;
+  start-supplier) supplier_up "${2:-}" ;;
+  stop-supplier) supplier_addr "${2:-}" >/dev/null; instance_stop "supplier-$2" ;;
+  *) die "usage: $0 deps|up|down|status|urls|database-url|start-node N|stop-node N|start-pg|stop-pg|restart-pg|start-supplier ID|stop-supplier ID" ;;
 esac

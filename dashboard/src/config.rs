@@ -29,6 +29,10 @@ pub struct DashboardConfig {
     /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: the order-history replicas whose
     /// role and lag the page shows, and where an expired order is looked up.
     pub order_history: Option<pipeline::history::HistoryClient>,
+    /// `GATEWAY_URL`, `GATEWAY_TIMEOUT_MS`: the gateway whose `/suppliers`
+    /// (each supplier's circuit, success rate, latency) the Suppliers panel
+    /// shows; `None` (`GATEWAY_URL` empty or `none`): no panel.
+    pub gateway: Option<crate::gateway::GatewayClient>,
 }
 
 impl DashboardConfig {
@@ -53,6 +57,7 @@ impl DashboardConfig {
                 n => n,
             },
             order_history: pipeline::history::HistoryClient::from_env()?,
+            gateway: crate::gateway::GatewayClient::from_env()?,
         })
     }
 }

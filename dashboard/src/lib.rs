@@ -1,12 +1,14 @@
 //! dashboard: what an operator watches.
 //!
 //! A sampler reads the pipeline's figures (Redis counters, inventory via SCAN,
-//! notification tallies, queue depths by passive declare) every
+//! notification tallies, queue depths by passive declare, the order-history
+//! replicas' health, the gateway's suppliers) every
 //! `SAMPLE_INTERVAL_MS` and keeps `HISTORY_SECS` of them. `GET /` is a live page
 //! fed by server-sent events from that sampler; `GET /metrics` reads fresh
 //! figures as JSON or Prometheus text.
 
 pub mod config;
+pub mod gateway;
 pub mod prometheus;
 pub mod snapshot;
 
@@ -73,6 +75,7 @@ struct AppState {
     history: Arc<Mutex<VecDeque<Point>>>,
     inventory: Arc<snapshot::InventoryKeys>,
     order_history: Option<pipeline::history::HistoryClient>,
+    gateway: Option<gateway::GatewayClient>,
     /// One permit per open live page (`SSE_MAX_CLIENTS`).
     sse_clients: Arc<tokio::sync::Semaphore>,
     /// How often an idle live page gets a keep-alive comment: well inside the
@@ -89,6 +92,7 @@ impl AppState {
             &self.broker,
             &self.inventory,
             self.order_history.as_ref(),
+            self.gateway.as_ref(),
         )
         .await
     }
@@ -134,6 +138,7 @@ impl Dashboard {
             history: history.clone(),
             inventory: Arc::new(snapshot::InventoryKeys::new(self.config.inventory_rescan)),
             order_history: self.config.order_history.clone(),
+            gateway: self.config.gateway.clone(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(self.config.sse_max_clients)),
             keep_alive: (self.config.http.idle_timeout / 3).min(std::time::Duration::from_secs(15)),
         };

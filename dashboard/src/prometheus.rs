@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SupplierStatus};
 
 /// Renders `s`; `promtool check metrics` accepts the result.
 pub fn render(s: &Snapshot) -> String {
@@ -62,6 +62,40 @@ pub fn render(s: &Snapshot) -> String {
                 out,
                 "order_pipeline_history_lag_events{{url=\"{}\"}} {lag}",
                 escape(&r.url)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "order_pipeline_supplier_circuit_state",
+        "gauge",
+        "Each supplier's circuit on the gateway: 0 closed, 1 half-open, 2 open.",
+    );
+    let suppliers: &[SupplierStatus] = match &s.suppliers {
+        Some(x) => &x.suppliers,
+        None => &[],
+    };
+    for supplier in suppliers {
+        if let Some(state) = circuit_gauge(&supplier.circuit) {
+            let _ = writeln!(
+                out,
+                "order_pipeline_supplier_circuit_state{{supplier=\"{}\"}} {state}",
+                escape(&supplier.name)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "order_pipeline_supplier_success_ratio",
+        "gauge",
+        "Share of a supplier's recent quote calls that succeeded, 0 to 1 (absent before its first call).",
+    );
+    for supplier in suppliers {
+        if let Some(ratio) = supplier.recent_success_rate.filter(|r| r.is_finite()) {
+            let _ = writeln!(
+                out,
+                "order_pipeline_supplier_success_ratio{{supplier=\"{}\"}} {ratio}",
+                escape(&supplier.name)
             );
         }
     }
@@ -139,9 +173,13 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "order_pipeline_component_up",
         "gauge",
-        "Whether Redis and the broker answer the dashboard.",
+        "Whether Redis, the broker and the gateway (when GATEWAY_URL names one) answer the dashboard.",
     );
-    for (component, up) in [("redis", s.health.redis), ("broker", s.health.broker)] {
+    let gateway = s.suppliers.as_ref().map(|x| ("gateway", x.status == "up"));
+    for (component, up) in [("redis", s.health.redis), ("broker", s.health.broker)]
+        .into_iter()
+        .chain(gateway)
+    {
         let _ = writeln!(
             out,
             "order_pipeline_component_up{{component=\"{component}\"}} {}",
@@ -149,6 +187,17 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// The circuit-state gauge's value of a `/suppliers` circuit name (as
+/// `pipeline::scatter::CircuitState::gauge`).
+fn circuit_gauge(circuit: &str) -> Option<u8> {
+    match circuit {
+        "closed" => Some(0),
+        "half_open" => Some(1),
+        "open" => Some(2),
+        _ => None,
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -170,5 +219,13 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn circuits_map_to_the_gateways_gauge_values() {
+        assert_eq!(circuit_gauge("closed"), Some(0));
+        assert_eq!(circuit_gauge("half_open"), Some(1));
+        assert_eq!(circuit_gauge("open"), Some(2));
+        assert_eq!(circuit_gauge("ajar"), None);
     }
 }

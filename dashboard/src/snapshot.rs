@@ -15,6 +15,8 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::gateway::GatewayClient;
+
 /// Everything on the page, at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -28,6 +30,58 @@ pub struct Snapshot {
     pub health: Health,
     /// Each order-history replica of `HISTORY_URLS` (empty: no history).
     pub history: Vec<HistoryReplica>,
+    /// The gateway's suppliers (`GATEWAY_URL`); `null` when no gateway is
+    /// configured.
+    pub suppliers: Option<Suppliers>,
+}
+
+/// The gateway's `/suppliers`: each supplier's circuit and figures, or why
+/// the gateway did not say.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suppliers {
+    /// The gateway's base URL (`GATEWAY_URL`).
+    pub url: String,
+    /// `up` when the gateway answered, `unreachable` when it did not.
+    pub status: &'static str,
+    /// Why it is unreachable, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// In the gateway's `QUOTE_SUPPLIERS` order; empty when unreachable.
+    pub suppliers: Vec<SupplierStatus>,
+    /// Quote requests waiting for replies; `null` when unreachable.
+    pub pending_requests: Option<u64>,
+    /// Replies that came after their request had finished; `null` when
+    /// unreachable.
+    pub late_replies: Option<u64>,
+    /// The gateway's reply consumer, `up` or `down`; `null` when unreachable.
+    pub reply_consumer: Option<String>,
+}
+
+pub use crate::gateway::SupplierStatus;
+
+async fn gateway_suppliers(gateway: Option<&GatewayClient>) -> Option<Suppliers> {
+    let gateway = gateway?;
+    let url = gateway.url().to_owned();
+    Some(match gateway.suppliers().await {
+        Ok(report) => Suppliers {
+            url,
+            status: "up",
+            error: None,
+            suppliers: report.suppliers,
+            pending_requests: Some(report.pending_requests),
+            late_replies: Some(report.late_replies),
+            reply_consumer: Some(report.reply_consumer),
+        },
+        Err(e) => Suppliers {
+            url,
+            status: "unreachable",
+            error: Some(e),
+            suppliers: Vec::new(),
+            pending_requests: None,
+            late_replies: None,
+            reply_consumer: None,
+        },
+    })
 }
 
 /// One order-history replica as its `/health` describes it.
@@ -123,18 +177,21 @@ pub struct Health {
 pub use pipeline::amqp::topology::QUEUES;
 
 /// Reads everything; a part that cannot be read (Redis or the broker away)
-/// shows as zero/`null` and flips its health flag, never fails the whole.
+/// shows as zero/`null` and flips its health flag, never fails the whole (a
+/// history replica or the gateway that does not answer is shown as such).
 pub async fn collect(
     pool: &Pool,
     keys: &Keys,
     broker: &Broker,
     inventory: &InventoryKeys,
     order_history: Option<&pipeline::history::HistoryClient>,
+    gateway: Option<&GatewayClient>,
 ) -> Snapshot {
-    let (redis, queues, history) = tokio::join!(
+    let (redis, queues, history, suppliers) = tokio::join!(
         read_redis(pool, keys, inventory),
         queue_depths(broker),
-        history_replicas(order_history)
+        history_replicas(order_history),
+        gateway_suppliers(gateway)
     );
     let link = broker.current();
     let (orders, inventory, notifications, redis_ok) = match redis {
@@ -161,6 +218,7 @@ pub async fn collect(
             broker_node: link.map(|l| l.node.clone()),
         },
         history,
+        suppliers,
     }
 }
 

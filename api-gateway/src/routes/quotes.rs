@@ -173,6 +173,27 @@ fn answer_body(answer: &Answer) -> Value {
             .find(|q| q.offer.supplier.as_str() == supplier)
             .map(quote)
     };
+    // Without a result (a problem), the in-stock answers are still shown,
+    // but with no quote id: they cannot be ordered against.
+    let quotes: Vec<Value> = if answer.quotes.is_empty() {
+        pipeline::quotes::offers(&answer.slots)
+            .iter()
+            .map(|o| {
+                json!({
+                    "quote_id": null,
+                    "supplier": o.supplier.as_str(),
+                    "sku": ask.sku.as_str(),
+                    "qty": ask.qty.get(),
+                    "unit_price_minor": o.unit_price_minor,
+                    "total_minor": o.total_minor,
+                    "currency": o.currency.as_str(),
+                    "delivery_days": o.delivery_days,
+                })
+            })
+            .collect()
+    } else {
+        answer.quotes.iter().map(quote).collect()
+    };
     let mut body = json!({
         "sku": ask.sku.as_str(),
         "qty": ask.qty.get(),
@@ -180,7 +201,7 @@ fn answer_body(answer: &Answer) -> Value {
         "min_responses": ask.min_responses,
         "timeout_ms": ask.timeout.as_millis() as u64,
         "completed_by": answer.completed_by.as_str(),
-        "quotes": answer.quotes.iter().map(quote).collect::<Vec<_>>(),
+        "quotes": quotes,
         "suppliers": answer.slots.iter().map(supplier_entry).collect::<Vec<_>>(),
     });
     if let Verdict::Found { chosen, offers } = &answer.verdict {

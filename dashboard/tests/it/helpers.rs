@@ -9,6 +9,16 @@ use serde_json::Value;
 
 pub use testkit::{World, eventually};
 
+/// How a test's stack differs from the plain one.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The gateway's `QUOTE_SUPPLIERS` (no supplier runs: one never asked
+    /// shows on `/suppliers` as closed, with no figures).
+    pub suppliers: Vec<&'static str>,
+    /// The dashboard's `GATEWAY_URL`; `None`: the gateway of this stack.
+    pub gateway_url: Option<String>,
+}
+
 pub struct Stack {
     pub world: World,
     /// The order-history replica the dashboard shows (a second configured
@@ -23,6 +33,10 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
         let world = World::new().await;
         let prefix = world.prefix.clone();
         let shutdown = CancellationToken::new();
@@ -91,7 +105,13 @@ impl Stack {
         tasks.push(tokio::spawn(notifier.run_until_stopped()));
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
-                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
+                quotes: api_gateway::QuotesConfig::with_suppliers(
+                    options
+                        .suppliers
+                        .iter()
+                        .map(|s| pipeline::quotes::SupplierId::parse(s).unwrap())
+                        .collect(),
+                ),
                 history: None,
                 addr: any_port,
                 broker: broker("api-gateway-test"),
@@ -122,6 +142,13 @@ impl Stack {
                 inventory_rescan: Duration::from_millis(100),
                 sse_max_clients: 8,
                 order_history: Some(order_history),
+                gateway: Some(dashboard::gateway::GatewayClient::new(
+                    options
+                        .gateway_url
+                        .clone()
+                        .unwrap_or_else(|| gateway_url.clone()),
+                    Duration::from_millis(500),
+                )),
             },
             shutdown.clone(),
         )

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::{Stack, eventually};
+use crate::helpers::{Options, Stack, eventually};
 
 /// Pushes a known sequence through the real pipeline: two reserved (and so
 /// notified), one out of stock, one unknown SKU, one client retry.
@@ -144,26 +144,11 @@ async fn prometheus_text_passes_promtool() {
         "{text}"
     );
     assert!(text.contains("order_pipeline_history_active{url=\"http://127.0.0.1:9\"} 0"));
-
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool runs (Debian package `prometheus`; `make deps` installs it)");
-    {
-        use std::io::Write;
-        let mut stdin = promtool.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    let out = promtool.wait_with_output().unwrap();
     assert!(
-        out.status.success(),
-        "promtool refused the output:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text.contains("order_pipeline_component_up{component=\"gateway\"} 1"),
+        "{text}"
     );
+    assert_promtool_accepts(&text);
 
     let openmetrics = s
         .client
@@ -292,5 +277,156 @@ async fn the_history_panel_names_each_replica_with_its_role_and_lag() {
     assert!(replicas[0]["lag_events"].is_u64(), "{last}");
     assert_eq!(replicas[1]["role"], "down");
     assert!(replicas[1]["error"].is_string());
+    s.stop().await;
+}
+
+/// `promtool check metrics` finds nothing wrong with `text`.
+fn assert_promtool_accepts(text: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package `prometheus`; `make deps` installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool refused the output:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn prometheus_text(s: &Stack) -> String {
+    s.client
+        .get(format!("{}/metrics", s.dashboard))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_suppliers_panel_names_the_gateways_suppliers() {
+    let s = Stack::start_with(Options {
+        suppliers: vec!["acme", "globex"],
+        ..Options::default()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the gateway's suppliers, its reply consumer up",
+        || async {
+            let m = s.metrics_json().await;
+            m["suppliers"]["status"] == "up" && m["suppliers"]["reply_consumer"] == "up"
+        },
+    )
+    .await;
+    let m = s.metrics_json().await;
+    let panel = &m["suppliers"];
+    assert_eq!(panel["url"], s.gateway.as_str(), "{m}");
+    assert!(panel.get("error").is_none(), "{m}");
+    assert_eq!(panel["pending_requests"], 0, "{m}");
+    assert_eq!(panel["late_replies"], 0, "{m}");
+    let suppliers = panel["suppliers"].as_array().expect("a suppliers array");
+    let names: Vec<&str> = suppliers
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["acme", "globex"], "in QUOTE_SUPPLIERS order: {m}");
+    // Never asked: closed, counts at zero, no rate or latency yet.
+    for p in suppliers {
+        assert_eq!(p["circuit"], "closed", "{p}");
+        assert!(p["open_for_ms"].is_null(), "{p}");
+        for count in [
+            "window_calls",
+            "window_failures",
+            "recent_calls",
+            "replies",
+            "errors",
+            "timeouts",
+            "skipped",
+        ] {
+            assert_eq!(p[count], 0, "{count}: {p}");
+        }
+        for figure in [
+            "recent_success_rate",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "last_error",
+        ] {
+            assert!(p[figure].is_null(), "{figure}: {p}");
+        }
+    }
+
+    let text = prometheus_text(&s).await;
+    for name in ["acme", "globex"] {
+        assert!(
+            text.contains(&format!(
+                "order_pipeline_supplier_circuit_state{{supplier=\"{name}\"}} 0"
+            )),
+            "{text}"
+        );
+    }
+    // No call yet, no success ratio (the family is still declared).
+    assert!(
+        text.contains("# TYPE order_pipeline_supplier_success_ratio gauge"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("order_pipeline_supplier_success_ratio{"),
+        "{text}"
+    );
+    assert!(
+        text.contains("order_pipeline_component_up{component=\"gateway\"} 1"),
+        "{text}"
+    );
+    assert_promtool_accepts(&text);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_does_not_answer_is_shown_unreachable_with_the_reason() {
+    let s = Stack::start_with(Options {
+        gateway_url: Some("http://127.0.0.1:9".into()),
+        ..Options::default()
+    })
+    .await;
+    // Read fresh on each request: no sample to wait for.
+    let m = s.metrics_json().await;
+    let panel = &m["suppliers"];
+    assert_eq!(panel["url"], "http://127.0.0.1:9", "{m}");
+    assert_eq!(panel["status"], "unreachable", "{m}");
+    assert!(
+        panel["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a reason: {m}"
+    );
+    assert_eq!(panel["suppliers"], json!([]), "{m}");
+    for figure in ["pending_requests", "late_replies", "reply_consumer"] {
+        assert!(panel[figure].is_null(), "{figure}: {m}");
+    }
+    // The rest of the sample stands.
+    assert_eq!(m["health"]["redis"], true, "{m}");
+    assert!(m["orders"]["accepted"].is_u64(), "{m}");
+
+    let text = prometheus_text(&s).await;
+    assert!(
+        text.contains("order_pipeline_component_up{component=\"gateway\"} 0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("order_pipeline_supplier_circuit_state{"),
+        "{text}"
+    );
+    assert_promtool_accepts(&text);
     s.stop().await;
 }

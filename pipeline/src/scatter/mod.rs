@@ -493,11 +493,14 @@ impl ScatterGather {
 
         let mut arrivals = 0;
         let completed_by = loop {
-            if slots.iter().all(|s| !matches!(s.outcome, Outcome::Waiting)) {
-                break CompletedBy::All;
-            }
-            if let Some(reason) = done(&slots) {
-                break reason;
+            let settled = slots.iter().all(|s| !matches!(s.outcome, Outcome::Waiting));
+            match done(&slots) {
+                // "min_responses" means stopping early; with every answer
+                // in, it is simply all.
+                Some(CompletedBy::MinResponses) if settled => break CompletedBy::All,
+                Some(reason) => break reason,
+                None if settled => break CompletedBy::All,
+                None => {}
             }
             tokio::select! {
                 Some(arrival) = rx.recv() => {

@@ -1,0 +1,279 @@
+//! A quote world: one gateway and real supplier instances in-process, on the
+//! local broker and Redis, under one test's own topology and key prefix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api_gateway::idempotency::Lifetimes;
+use api_gateway::{Application, GatewayConfig, QuotesConfig};
+use pipeline::quotes::SupplierId;
+use pipeline::scatter::BreakerConfig;
+use pipeline::shutdown::CancellationToken;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use supplier::{Supplier, SupplierConfig};
+
+pub use testkit::eventually;
+
+pub const SKU: &str = "mag-safe-phone-case";
+
+/// How a supplier misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Knobs {
+    pub delay: Duration,
+    pub failure_rate: f64,
+}
+
+impl Knobs {
+    pub fn slow(ms: u64) -> Self {
+        Self {
+            delay: Duration::from_millis(ms),
+            failure_rate: 0.0,
+        }
+    }
+
+    pub fn failing() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            failure_rate: 1.0,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct World {
+    pub prefix: String,
+    pub gateway: Gateway,
+    pub client: reqwest::Client,
+    pub quotes: QuotesConfig,
+    suppliers: HashMap<String, Running>,
+    redis: redis::aio::MultiplexedConnection,
+}
+
+/// A breaker that opens and recovers within a test's patience.
+pub fn quick_breaker() -> BreakerConfig {
+    BreakerConfig {
+        window: 4,
+        min_calls: 2,
+        failure_rate_percent: 50,
+        open_for: Duration::from_millis(600),
+        half_open_probes: 1,
+    }
+}
+
+pub fn gateway_config(prefix: &str, quotes: QuotesConfig) -> GatewayConfig {
+    GatewayConfig {
+        quotes,
+        history: None,
+        addr: "127.0.0.1:0".parse().unwrap(),
+        broker: testkit::broker_config(prefix, "api-gateway-test"),
+        redis: testkit::redis_config(prefix),
+        http: testkit::http_limits(),
+        request_timeout: Duration::from_secs(5),
+        lifetimes: Lifetimes {
+            lease: Duration::from_secs(30),
+            done: Duration::from_secs(600),
+        },
+        max_qty: 1000,
+    }
+}
+
+pub async fn start_gateway(prefix: &str, quotes: QuotesConfig) -> Gateway {
+    let shutdown = CancellationToken::new();
+    let app = Application::build(gateway_config(prefix, quotes), shutdown.clone())
+        .await
+        .expect("gateway starts");
+    let addr = app.local_addr();
+    let server = tokio::spawn(app.run_until_stopped());
+    Gateway {
+        addr,
+        shutdown,
+        server,
+    }
+}
+
+impl Gateway {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+}
+
+fn ids(names: &[&str]) -> Vec<SupplierId> {
+    names
+        .iter()
+        .map(|n| SupplierId::parse(n).unwrap())
+        .collect()
+}
+
+impl World {
+    /// A gateway asking `suppliers`, each running with its knobs, and each
+    /// carrying `SKU` as acme 12.50/3 days, globex 11.90/5 days, initech
+    /// 13.90/1 day (the demo catalog), 500 units each.
+    pub async fn new(suppliers: &[(&str, Knobs)], breaker: BreakerConfig) -> Self {
+        let prefix = testkit::unique_prefix();
+        let names: Vec<&str> = suppliers.iter().map(|(n, _)| *n).collect();
+        let mut quotes = QuotesConfig::with_suppliers(ids(&names));
+        quotes.breaker = breaker;
+        quotes.default_timeout = Duration::from_millis(2000);
+        let gateway = start_gateway(&prefix, quotes.clone()).await;
+        let mut world = Self {
+            redis: testkit::redis().await,
+            prefix,
+            gateway,
+            client: reqwest::Client::new(),
+            quotes,
+            suppliers: HashMap::new(),
+        };
+        for (name, price, days) in [("acme", 1250, 3), ("globex", 1190, 5), ("initech", 1390, 1)] {
+            world.set_catalog(name, SKU, price, 500, days).await;
+        }
+        for (name, knobs) in suppliers {
+            world.start_supplier(name, *knobs).await;
+        }
+        world
+    }
+
+    /// This test's broker names.
+    pub fn topology(&self) -> pipeline::amqp::Topology {
+        pipeline::amqp::Topology::new(self.prefix.clone(), 5)
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix.replace('.', ":"))
+    }
+
+    pub async fn start_supplier(&mut self, id: &str, knobs: Knobs) {
+        let id = SupplierId::parse(id).unwrap();
+        let mut broker = testkit::broker_config(&self.prefix, &format!("supplier-{id}-test"));
+        broker.suppliers = vec![id.clone()];
+        let config = SupplierConfig {
+            id: id.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            broker,
+            redis: testkit::redis_config(&self.prefix),
+            http: testkit::http_limits(),
+            delay: knobs.delay,
+            failure_rate: knobs.failure_rate,
+            prefetch: 64,
+            demo_catalog: false,
+        };
+        let shutdown = CancellationToken::new();
+        let supplier = Supplier::build(config, shutdown.clone())
+            .await
+            .expect("supplier starts");
+        let task = tokio::spawn(supplier.run_until_stopped());
+        self.suppliers
+            .insert(id.to_string(), Running { shutdown, task });
+    }
+
+    pub async fn stop_supplier(&mut self, id: &str) {
+        let running = self.suppliers.remove(id).expect("a running supplier");
+        running.shutdown.cancel();
+        running.task.await.unwrap().unwrap();
+    }
+
+    pub async fn set_catalog(
+        &mut self,
+        supplier: &str,
+        sku: &str,
+        price: u64,
+        stock: u64,
+        days: u32,
+    ) {
+        let entry = json!({"unit_price_minor": price, "currency": "EUR", "stock": stock, "delivery_days": days});
+        self.set_catalog_raw(supplier, sku, &entry.to_string())
+            .await;
+    }
+
+    pub async fn set_catalog_raw(&mut self, supplier: &str, sku: &str, raw: &str) {
+        let key = self.key(&format!("catalog:{supplier}"));
+        let _: () = self.redis.hset(key, sku, raw).await.unwrap();
+    }
+
+    pub async fn redis(&mut self) -> &mut redis::aio::MultiplexedConnection {
+        &mut self.redis
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.addr)
+    }
+
+    /// `GET /quotes/<SKU>?<query>`: status and body.
+    pub async fn quote(&self, query: &str) -> (StatusCode, Value) {
+        self.get(&format!("/quotes/{SKU}?{query}")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap())
+    }
+
+    /// `GET /suppliers`, one supplier's entry.
+    pub async fn supplier_status(&self, id: &str) -> Value {
+        let (_, body) = self.get("/suppliers").await;
+        body["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == id)
+            .cloned()
+            .unwrap()
+    }
+
+    pub async fn post_order(&self, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .post(self.url("/orders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap())
+    }
+
+    /// Stops everything and deletes the test's queues (every quorum queue
+    /// and stream keeps files open on every broker node).
+    pub async fn finish(mut self) {
+        let ids: Vec<String> = self.suppliers.keys().cloned().collect();
+        for id in ids {
+            self.stop_supplier(&id).await;
+        }
+        let topology = self.topology();
+        self.gateway.stop().await;
+        testkit::delete_topology(&self.prefix).await;
+        let conn = testkit::inspector().await;
+        let channel = conn.create_channel().await.unwrap();
+        for id in &self.quotes.suppliers {
+            let queue = topology.supplier_queue(id);
+            let _ = channel
+                .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+}
+
+/// Each supplier's entry of a quote result, by name.
+pub fn outcome<'a>(body: &'a Value, supplier: &str) -> &'a Value {
+    body["suppliers"]
+        .as_array()
+        .expect("a suppliers list")
+        .iter()
+        .find(|s| s["supplier"] == supplier)
+        .unwrap_or_else(|| panic!("{supplier} in {body}"))
+}
