@@ -397,7 +397,8 @@ instances() {
 services_env() {
   export RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
     DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}" \
-    QUOTE_SUPPLIERS="${QUOTE_SUPPLIERS:-$(IFS=,; echo "${SUPPLIER_IDS[*]}")}"
+    QUOTE_SUPPLIERS="${QUOTE_SUPPLIERS-$(IFS=,; echo "${SUPPLIER_IDS[*]}")}" \
+    GATEWAY_URL="${GATEWAY_URL:-http://${GATEWAY_ADDR:-127.0.0.1:8080}}"
 }
 
 # Starts supplier $1 unless it is running; the demo catalog is written only

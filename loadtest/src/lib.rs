@@ -11,6 +11,7 @@ pub mod load;
 pub mod plot;
 pub mod probe;
 pub mod progress;
+pub mod quotes;
 
 pub use ledger::{Ledger, Report};
 pub use load::{HistoryTarget, LoadConfig, run};

@@ -4,13 +4,13 @@
 //! |---|---|---|
 //! | `inventory:<sku>` | integer stock; missing = unknown SKU | operator, processor |
 //! | `idemp:<key>` | hash: fingerprint, order id, state, lease, stored response (header keys only) | gateway |
-//! | `order:<id>` | hash: sku, qty, status, reason, timestamps, intake claim | gateway, processor, notifier |
+//! | `order:<id>` | hash: sku, qty, status, reason, timestamps, intake claim, a quote-backed order's terms | gateway, processor, notifier |
 //! | `notification:<id>` | hash: notification status, channel, attempts, sent_at, last_error | notifier |
 //! | `counters` | hash of pipeline counters (`accepted`, ...) | every service |
 //! | `recent_orders` | list of the newest order ids, newest first, capped | gateway, processor |
 //! | `anomalies` | list of the newest messages that disagreed with their order's record (JSON), capped | processor |
 //! | `catalog:<supplier>` | hash: sku → JSON `{"unit_price_minor","currency","stock","delivery_days"}` | operator (`redis-cli HSET`), demo seed |
-//! | `quote:<quote id>` | hash: a quote the gateway handed out (supplier, sku, qty, price), until `valid_until` | gateway |
+//! | `quote:<quote id>` | hash: a quote the gateway handed out (supplier, sku, qty, price, `valid_until_ms`, `order_id` once it backs an order), kept until `valid_until` + 15 min | gateway |
 //! | `retired_ids` | bitmap: a fixed-size filter of order ids whose records expired (retention) | order-history |
 //!
 //! Idempotency keys and order ids never share a key space: `idemp:` holds only

@@ -1,10 +1,12 @@
 //! Shared building blocks of order-pipeline.
 //!
-//! Every service (api-gateway, order-processor, notifier, dashboard) is a thin
-//! binary over its own library, and those libraries meet here: the domain types
-//! that make invalid orders unrepresentable, the message schema on the wire, the
-//! broker connection with multi-node failover and confirmed publishing, the Redis
-//! pool and key schema, configuration, telemetry and shutdown.
+//! Every service (api-gateway, order-processor, notifier, order-history,
+//! supplier, dashboard) is a thin binary over its own library, and those
+//! libraries meet here: the domain types that make invalid orders
+//! unrepresentable, the message schema on the wire, the broker connection with
+//! multi-node failover and confirmed publishing, the Redis pool and key schema,
+//! supplier quotes and the scatter-gather core, configuration, telemetry and
+//! shutdown.
 
 pub mod amqp;
 pub mod config;

@@ -86,6 +86,25 @@ async fn main() -> anyhow::Result<()> {
     let raw = probe::confirmed_publish_rate(amqp, 50_000, 512).await?;
     eprintln!("    {raw:.0} msg/s");
 
+    let gateway = "http://127.0.0.1:8080";
+    let mut quotes = Vec::new();
+    for strategy in ["all", "fastest"] {
+        eprintln!("(q) quotes from three suppliers, strategy {strategy}, 32 in flight ...");
+        let q = loadtest::quotes::run(
+            gateway,
+            "mag-safe-phone-case",
+            &format!("qty=1&strategy={strategy}"),
+            20_000,
+            32,
+        )
+        .await?;
+        eprintln!(
+            "    {:.0} quotes/s, p50 {:.1} ms, p99 {:.1} ms, statuses {:?}, completed_by {:?}",
+            q.per_sec, q.latency.p50_ms, q.latency.p99_ms, q.statuses, q.completed_by
+        );
+        quotes.push((strategy, q));
+    }
+
     eprintln!("(b) gateway intake, 64 connections, orders also routed to the stream ...");
     // Orders finished before the drain ends may already have left Redis
     // (a short ORDER_RETENTION_SECS): the ledger reads them from the history.
@@ -145,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
         "dashboard",
         "order-history-1",
         "order-history-2",
+        "supplier-acme",
+        "supplier-globex",
+        "supplier-initech",
     ]
     .iter()
     .map(|s| (s.to_string(), peak_rss_kib(&root, s)))
@@ -190,6 +212,28 @@ async fn main() -> anyhow::Result<()> {
         e2e.latency.p99_ms,
         e2e.end_to_end_per_sec / raw
     );
+    for (strategy, q) in &quotes {
+        let outcomes: Vec<String> = q
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{n} × {s}"))
+            .chain(
+                q.completed_by
+                    .iter()
+                    .map(|(b, n)| format!("{n} completed by {b}")),
+            )
+            .collect();
+        let _ = writeln!(
+            table,
+            "| (q) quotes: `GET /quotes/{{sku}}?strategy={strategy}`, three suppliers, {} in flight, {} requests | {:.0} quotes/s (p50 {:.1} ms, p99 {:.1} ms); {} | |",
+            q.in_flight,
+            q.requests,
+            q.per_sec,
+            q.latency.p50_ms,
+            q.latency.p99_ms,
+            outcomes.join(", ")
+        );
+    }
     for (svc, kib) in &rss {
         let figure = kib.map_or("not running".to_owned(), |k| {
             format!("{:.1} MiB", k as f64 / 1024.0)
@@ -221,12 +265,12 @@ async fn main() -> anyhow::Result<()> {
 
     let machine = machine();
     let doc = format!(
-        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the four services, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
+        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the services and three suppliers, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
     );
     let doc = doc + &std::fs::read_to_string(root.join("bench/NOTES.md")).unwrap_or_default();
     std::fs::write(root.join("BENCHMARKS.md"), doc)?;
     eprintln!("wrote BENCHMARKS.md and {}", svg_path.display());
-    if !e2e.ok() || !intake.ok() || !unrouted.ok() {
+    if !e2e.ok() || !intake.ok() || !unrouted.ok() || quotes.iter().any(|(_, q)| !q.ok()) {
         std::process::exit(1);
     }
     Ok(())
