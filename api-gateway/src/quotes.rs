@@ -128,6 +128,8 @@ pub struct Ask {
     pub qty: Quantity,
     pub strategy: Strategy,
     pub min_responses: usize,
+    /// The client named `min_responses` (else it is the strategy's default).
+    pub explicit_min: bool,
     pub timeout: Duration,
 }
 
@@ -238,19 +240,21 @@ impl Quotes {
             deadline_ms: now_ms() + ask.timeout.as_millis() as u64,
         };
         let payload = serde_json::to_vec(&request).expect("a quote request serialises");
-        let (strategy, k) = (ask.strategy, ask.min_responses);
-        let currency = self.config.currency.clone();
+        let (strategy, k, explicit) = (ask.strategy, ask.min_responses, ask.explicit_min);
+        let currency = &self.config.currency;
         let gathered = self
             .sg
-            .gather::<QuoteReply, _>(&payload, &self.destinations, deadline, |slots| {
-                // Judge only answers that answer this request.
-                let mut checked = slots.to_vec();
-                pipeline::quotes::verify(&mut checked, &request, &currency);
-                strategy.completion(k, &checked)
-            })
+            .gather::<QuoteReply, _, _>(
+                &payload,
+                &self.destinations,
+                deadline,
+                |supplier, reply| {
+                    pipeline::quotes::check_reply(supplier, reply, &request, currency)
+                },
+                |slots| strategy.completion(k, explicit, slots),
+            )
             .await?;
-        let mut slots = gathered.slots;
-        pipeline::quotes::verify(&mut slots, &request, &self.config.currency);
+        let slots = gathered.slots;
         let verdict = pipeline::quotes::verdict(strategy, k, &slots, gathered.completed_by);
         metrics::counter!(
             "quote_requests_total",

@@ -11,7 +11,7 @@
 //! | strategy | stops when | answer |
 //! |---|---|---|
 //! | `all` | every supplier answered, or the deadline | `cheapest`, `fastest`, every quote |
-//! | `cheapest` | `min_responses` answered (default: every supplier) | lowest total price |
+//! | `cheapest` | every supplier asked answered, or `min_responses` if the client gave it | lowest total price |
 //! | `fastest` | `min_responses` in-stock quotes arrived (default 1) | the first in-stock quote |
 //! | `quorum` | `min_responses` suppliers quoted the same unit price (default: a majority) | that price, fewest delivery days |
 
@@ -278,67 +278,58 @@ impl GatherReply for QuoteReply {
     }
 }
 
-/// Turns replies that do not answer `request` (another SKU or quantity,
-/// another supplier than the one asked, another currency than the
-/// gateway's, a total that overflows) into errors: nothing is merged
-/// silently.
-pub fn verify(slots: &mut [Slot<QuoteReply>], request: &QuoteRequest, currency: &Currency) {
-    for slot in slots.iter_mut() {
-        let Outcome::Reply(reply) = &slot.outcome else {
-            continue;
-        };
-        let problem = match reply {
-            QuoteReply::Quoted {
-                supplier,
-                sku,
-                qty,
-                unit_price_minor,
-                currency: quoted,
-                ..
-            } => {
-                if supplier.as_str() != slot.destination {
-                    Some(format!(
-                        "reply signed by {supplier}, not the supplier asked"
-                    ))
-                } else if sku != &request.sku || *qty != request.qty {
-                    Some(format!(
-                        "reply for {} x {}, not the request's {} x {}",
-                        qty.get(),
-                        sku.as_str(),
-                        request.qty.get(),
-                        request.sku.as_str()
-                    ))
-                } else if quoted != currency {
-                    Some(format!(
-                        "quoted in {}; this gateway compares prices in {}",
-                        quoted.as_str(),
-                        currency.as_str()
-                    ))
-                } else if unit_price_minor.checked_mul(u64::from(qty.get())).is_none() {
-                    Some("the quote's total overflows".into())
-                } else {
-                    None
-                }
-            }
-            QuoteReply::Unavailable {
-                supplier, sku, qty, ..
-            } => {
-                if supplier.as_str() != slot.destination {
-                    Some(format!(
-                        "reply signed by {supplier}, not the supplier asked"
-                    ))
-                } else if sku != &request.sku || *qty != request.qty {
-                    Some("reply for another request".into())
-                } else {
-                    None
-                }
-            }
-            QuoteReply::Failed { .. } => None,
-        };
-        if let Some(problem) = problem {
-            slot.outcome = Outcome::Error(problem);
+/// Whether `reply`, from `destination`, answers `request`: another SKU or
+/// quantity, another supplier than the one asked, another currency than
+/// the gateway's, or a total that overflows is an error, never merged
+/// silently. Applied to every reply as it arrives, so the supplier's
+/// circuit counts it as the failure it is.
+pub fn check_reply(
+    destination: &str,
+    reply: &QuoteReply,
+    request: &QuoteRequest,
+    currency: &Currency,
+) -> Result<(), String> {
+    let (supplier, sku, qty) = match reply {
+        QuoteReply::Quoted {
+            supplier, sku, qty, ..
+        }
+        | QuoteReply::Unavailable {
+            supplier, sku, qty, ..
+        } => (supplier, sku, qty),
+        QuoteReply::Failed { .. } => return Ok(()),
+    };
+    if supplier.as_str() != destination {
+        return Err(format!(
+            "reply signed by {supplier}, not the supplier asked"
+        ));
+    }
+    if sku != &request.sku || *qty != request.qty {
+        return Err(format!(
+            "reply for {} x {}, not the request's {} x {}",
+            qty.get(),
+            sku.as_str(),
+            request.qty.get(),
+            request.sku.as_str()
+        ));
+    }
+    if let QuoteReply::Quoted {
+        unit_price_minor,
+        currency: quoted,
+        ..
+    } = reply
+    {
+        if quoted != currency {
+            return Err(format!(
+                "quoted in {}; this gateway compares prices in {}",
+                quoted.as_str(),
+                currency.as_str()
+            ));
+        }
+        if unit_price_minor.checked_mul(u64::from(qty.get())).is_none() {
+            return Err("the quote's total overflows".into());
         }
     }
+    Ok(())
 }
 
 /// An in-stock quote among the slots.
@@ -464,18 +455,26 @@ impl Strategy {
     /// `min_responses` when the client gives none, with `n` suppliers.
     pub fn default_min_responses(self, n: usize) -> usize {
         match self {
-            Self::All | Self::Fastest => 1,
-            Self::Cheapest => n.max(1),
+            Self::All | Self::Fastest | Self::Cheapest => 1,
             Self::Quorum => n / 2 + 1,
         }
     }
 
     /// The completion rule of a gather with this strategy (see the table in
-    /// the module docs); `None` = keep waiting.
-    pub fn completion(self, k: usize, slots: &[Slot<QuoteReply>]) -> Option<CompletedBy> {
+    /// the module docs); `None` = keep waiting. `cheapest` stops early at
+    /// `k` answers only when the client asked for that (`explicit`);
+    /// otherwise it hears every supplier asked.
+    pub fn completion(
+        self,
+        k: usize,
+        explicit: bool,
+        slots: &[Slot<QuoteReply>],
+    ) -> Option<CompletedBy> {
         match self {
             Self::All => None,
-            Self::Cheapest => (responses(slots) >= k).then_some(CompletedBy::MinResponses),
+            Self::Cheapest => {
+                (explicit && responses(slots) >= k).then_some(CompletedBy::MinResponses)
+            }
             Self::Fastest => (offers(slots).len() >= k).then_some(CompletedBy::MinResponses),
             Self::Quorum => quorum(&offers(slots), k).map(|_| CompletedBy::Quorum),
         }
@@ -692,22 +691,27 @@ mod tests {
             other("globex", Outcome::Waiting),
             other("initech", Outcome::Waiting),
         ];
-        assert_eq!(Strategy::All.completion(1, &slots), None);
-        assert_eq!(Strategy::Fastest.completion(1, &slots), None);
+        assert_eq!(Strategy::All.completion(1, false, &slots), None);
+        assert_eq!(Strategy::Fastest.completion(1, false, &slots), None);
         assert_eq!(
-            Strategy::Cheapest.completion(1, &slots),
+            Strategy::Cheapest.completion(1, true, &slots),
             Some(CompletedBy::MinResponses)
         );
-        assert_eq!(Strategy::Cheapest.completion(2, &slots), None);
+        assert_eq!(
+            Strategy::Cheapest.completion(1, false, &slots),
+            None,
+            "waits for all"
+        );
+        assert_eq!(Strategy::Cheapest.completion(2, true, &slots), None);
         slots[1] = quoted("globex", 1190, 5, 2);
         assert_eq!(
-            Strategy::Fastest.completion(1, &slots),
+            Strategy::Fastest.completion(1, false, &slots),
             Some(CompletedBy::MinResponses)
         );
-        assert_eq!(Strategy::Quorum.completion(2, &slots), None);
+        assert_eq!(Strategy::Quorum.completion(2, false, &slots), None);
         slots[2] = quoted("initech", 1190, 1, 3);
         assert_eq!(
-            Strategy::Quorum.completion(2, &slots),
+            Strategy::Quorum.completion(2, false, &slots),
             Some(CompletedBy::Quorum)
         );
     }
@@ -782,17 +786,38 @@ mod tests {
     #[test]
     fn replies_for_another_request_supplier_or_currency_become_errors() {
         let eur = Currency::parse("EUR").unwrap();
-        let mut slots = vec![quoted("acme", 1250, 3, 1), quoted("globex", 1, 1, 2)];
-        slots[1].destination = "initech".into(); // signed by globex, sent to initech
-        verify(&mut slots, &req(3), &eur);
-        assert!(matches!(&slots[0].outcome, Outcome::Error(e) if e.contains("not the request's")));
-        assert!(matches!(&slots[1].outcome, Outcome::Error(e) if e.contains("signed by globex")));
-        let mut usd = vec![quoted("acme", 1250, 3, 1)];
-        verify(&mut usd, &req(2), &Currency::parse("USD").unwrap());
-        assert!(matches!(&usd[0].outcome, Outcome::Error(e) if e.contains("quoted in EUR")));
-        let mut huge = vec![quoted("acme", u64::MAX, 3, 1)];
-        verify(&mut huge, &req(2), &eur);
-        assert!(matches!(&huge[0].outcome, Outcome::Error(e) if e.contains("overflows")));
+        let check = |slot: &Slot<QuoteReply>, request: &QuoteRequest, currency: &Currency| {
+            let Outcome::Reply(reply) = &slot.outcome else {
+                panic!("a reply")
+            };
+            check_reply(&slot.destination, reply, request, currency)
+        };
+        let acme = quoted("acme", 1250, 3, 1);
+        assert_eq!(check(&acme, &req(2), &eur), Ok(()));
+        assert!(
+            check(&acme, &req(3), &eur)
+                .unwrap_err()
+                .contains("not the request's")
+        );
+        let mut misdirected = quoted("globex", 1, 1, 2);
+        misdirected.destination = "initech".into();
+        assert!(
+            check(&misdirected, &req(2), &eur)
+                .unwrap_err()
+                .contains("signed by globex")
+        );
+        let usd = Currency::parse("USD").unwrap();
+        assert!(
+            check(&acme, &req(2), &usd)
+                .unwrap_err()
+                .contains("quoted in EUR")
+        );
+        let huge = quoted("acme", u64::MAX, 3, 1);
+        assert!(
+            check(&huge, &req(2), &eur)
+                .unwrap_err()
+                .contains("overflows")
+        );
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub fn parse_ask(
         }
     }
     let strategy = strategy.unwrap_or(Strategy::All);
+    let explicit_min = min_responses.is_some();
     let n = config.suppliers.len();
     let min_responses = match min_responses {
         None => strategy.default_min_responses(n),
@@ -101,6 +102,7 @@ pub fn parse_ask(
         qty: qty.unwrap_or(Quantity::parse(1, max_qty).map_err(ApiError::InvalidField)?),
         strategy,
         min_responses,
+        explicit_min,
         timeout,
     })
 }
@@ -303,7 +305,13 @@ mod tests {
             (1, Strategy::All, 1)
         );
         assert_eq!(a.timeout, Duration::from_millis(1000));
-        assert_eq!(ask("strategy=cheapest").unwrap().min_responses, 3);
+        let cheapest = ask("strategy=cheapest").unwrap();
+        assert_eq!((cheapest.min_responses, cheapest.explicit_min), (1, false));
+        assert!(
+            ask("strategy=cheapest&min_responses=1")
+                .unwrap()
+                .explicit_min
+        );
         assert_eq!(ask("strategy=quorum").unwrap().min_responses, 2);
         assert_eq!(ask("strategy=fastest").unwrap().min_responses, 1);
         let a = ask("qty=2&strategy=quorum&min_responses=3&timeout_ms=250").unwrap();

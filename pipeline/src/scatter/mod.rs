@@ -370,20 +370,24 @@ impl ScatterGather {
     /// Sends `payload` to every destination whose circuit lets it through
     /// and gathers the replies until `done` says stop (given the slots so
     /// far, it returns why), every destination asked has settled, or
-    /// `deadline`.
+    /// `deadline`. `check` judges each reply as it arrives (given its
+    /// destination): an `Err` makes it an error outcome, counted against the
+    /// destination's circuit.
     ///
     /// Each request carries `expiration` (the time left) so the broker drops
     /// it once it could no longer be answered in time; the body should carry
     /// the deadline too, for the destination to check.
-    pub async fn gather<R, F>(
+    pub async fn gather<R, C, F>(
         &self,
         payload: &[u8],
         destinations: &[Destination],
         deadline: Instant,
+        check: C,
         mut done: F,
     ) -> Result<Gathered<R>, GatherError>
     where
         R: GatherReply,
+        C: Fn(&str, &R) -> Result<(), String>,
         F: FnMut(&[Slot<R>]) -> Option<CompletedBy>,
     {
         let inner = &*self.inner;
@@ -520,7 +524,10 @@ impl ScatterGather {
                     slot.outcome = match serde_json::from_slice::<R>(&arrival.body) {
                         Ok(reply) => match reply.failure() {
                             Some(reason) => Outcome::Error(reason),
-                            None => Outcome::Reply(reply),
+                            None => match check(&slot.destination, &reply) {
+                                Ok(()) => Outcome::Reply(reply),
+                                Err(reason) => Outcome::Error(reason),
+                            },
                         },
                         Err(e) => Outcome::Error(format!("unreadable reply: {e}")),
                     };

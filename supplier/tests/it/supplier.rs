@@ -76,3 +76,36 @@ async fn the_demo_catalog_is_written_only_where_none_exists() {
     assert!(entry.contains("\"unit_price_minor\":1,"), "{entry}");
     let _: () = redis.del(keys.catalog(&acme)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_quote_in_another_currency_is_an_error_that_counts_against_the_circuit() {
+    let mut w = World::new(
+        &[("acme", Knobs::default()), ("globex", Knobs::default())],
+        quick_breaker(),
+    )
+    .await;
+    w.set_catalog_raw(
+        "acme",
+        SKU,
+        r#"{"unit_price_minor":1,"currency":"USD","stock":40,"delivery_days":1}"#,
+    )
+    .await;
+    for _ in 0..2 {
+        let (status, body) = w.quote("").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let acme = outcome(&body, "acme");
+        assert_eq!(
+            acme["outcome"], "error",
+            "never mixed into EUR prices: {body}"
+        );
+        assert!(
+            acme["error"].as_str().unwrap().contains("quoted in USD"),
+            "{acme}"
+        );
+        assert_eq!(body["quote"]["supplier"], "globex");
+    }
+    let acme = w.supplier_status("acme").await;
+    assert_eq!(acme["circuit"], "open", "{acme}");
+    assert_eq!(acme["errors"], 2);
+    w.finish().await;
+}
