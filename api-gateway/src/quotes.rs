@@ -62,7 +62,10 @@ impl QuotesConfig {
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
-        let raw = var_or("QUOTE_SUPPLIERS", "acme,globex,initech");
+        let raw = var_or(
+            "QUOTE_SUPPLIERS",
+            &pipeline::quotes::DEMO_SUPPLIERS.join(","),
+        );
         let suppliers = pipeline::quotes::parse_suppliers(&raw)
             .map_err(|e| ConfigError::new("QUOTE_SUPPLIERS", &raw, e))?;
         let positive = |name: &str, default: u64| -> Result<u64, ConfigError> {
@@ -72,8 +75,22 @@ impl QuotesConfig {
             }
             Ok(v)
         };
+        let at_most = |name: &str, v: u64, max: u64| -> Result<u64, ConfigError> {
+            if v > max {
+                return Err(ConfigError::new(
+                    name,
+                    &v.to_string(),
+                    format!("must be at most {max}"),
+                ));
+            }
+            Ok(v)
+        };
         let default_timeout = Duration::from_millis(positive("QUOTE_TIMEOUT_MS", 1000)?);
-        let max_timeout = Duration::from_millis(positive("QUOTE_MAX_TIMEOUT_MS", 10_000)?);
+        let max_timeout = Duration::from_millis(at_most(
+            "QUOTE_MAX_TIMEOUT_MS",
+            positive("QUOTE_MAX_TIMEOUT_MS", 10_000)?,
+            600_000,
+        )?);
         if default_timeout > max_timeout {
             return Err(ConfigError::new(
                 "QUOTE_TIMEOUT_MS",
@@ -107,14 +124,22 @@ impl QuotesConfig {
             suppliers,
             default_timeout,
             max_timeout,
-            validity: Duration::from_secs(positive("QUOTE_VALIDITY_SECS", 300)?),
+            validity: Duration::from_secs(at_most(
+                "QUOTE_VALIDITY_SECS",
+                positive("QUOTE_VALIDITY_SECS", 300)?,
+                7 * 86_400,
+            )?),
             currency,
             max_pending: positive("QUOTE_MAX_PENDING", 10_000)? as usize,
             breaker: BreakerConfig {
                 window,
                 min_calls,
                 failure_rate_percent: rate,
-                open_for: Duration::from_millis(positive("QUOTE_BREAKER_OPEN_MS", 5_000)?),
+                open_for: Duration::from_millis(at_most(
+                    "QUOTE_BREAKER_OPEN_MS",
+                    positive("QUOTE_BREAKER_OPEN_MS", 5_000)?,
+                    86_400_000,
+                )?),
                 half_open_probes: positive("QUOTE_BREAKER_HALF_OPEN_PROBES", 1)? as usize,
             },
         })
@@ -190,6 +215,7 @@ impl Quotes {
                 metric_prefix: "quote",
                 destination_label: "supplier",
                 max_pending: config.max_pending,
+                blame_timeouts_from: config.default_timeout,
                 breaker: config.breaker,
             },
             shutdown,
@@ -232,7 +258,6 @@ impl Quotes {
     /// Asks every supplier, judges the answers, keeps the quotes handed out.
     pub async fn ask(&self, ask: Ask) -> Result<Answer, QuoteError> {
         let started = Instant::now();
-        let deadline = started + ask.timeout;
         let request = QuoteRequest {
             request_id: uuid::Uuid::now_v7().simple().to_string(),
             sku: ask.sku.clone(),
@@ -247,7 +272,7 @@ impl Quotes {
             .gather::<QuoteReply, _, _>(
                 &payload,
                 &self.destinations,
-                deadline,
+                ask.timeout,
                 |supplier, reply| {
                     pipeline::quotes::check_reply(supplier, reply, &request, currency)
                 },
@@ -292,7 +317,9 @@ impl Quotes {
                 valid_until_ms,
             })
             .collect();
+        // Atomic: a hash is never left without its expiry.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for q in &issued {
             let key = self.keys.quote(&q.id);
             pipe.hset_multiple(

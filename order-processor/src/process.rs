@@ -226,7 +226,14 @@ impl Handler {
     ) -> anyhow::Result<Verdict> {
         pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
             reserve(
-                &self.pool, &self.keys, &order.id, &order.sku, order.qty, message_id, adopt,
+                &self.pool,
+                &self.keys,
+                &order.id,
+                &order.sku,
+                order.qty,
+                order.quote.as_ref(),
+                message_id,
+                adopt,
             )
         })
         .await

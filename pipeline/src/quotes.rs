@@ -11,7 +11,7 @@
 //! | strategy | stops when | answer |
 //! |---|---|---|
 //! | `all` | every supplier answered, or the deadline | `cheapest`, `fastest`, every quote |
-//! | `cheapest` | every supplier asked answered, or `min_responses` if the client gave it | lowest total price |
+//! | `cheapest` | every supplier asked answered, or `min_responses` in-stock quotes if the client gave it | lowest total price |
 //! | `fastest` | `min_responses` in-stock quotes arrived (default 1) | the first in-stock quote |
 //! | `quorum` | `min_responses` suppliers quoted the same unit price (default: a majority) | that price, fewest delivery days |
 
@@ -213,9 +213,9 @@ pub struct CatalogEntry {
     pub delivery_days: u32,
 }
 
-/// What the gateway asks every supplier.
+/// What the gateway asks every supplier. Unknown fields are ignored, so a
+/// newer gateway can add one without older suppliers failing every request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QuoteRequest {
     pub request_id: String,
     pub sku: Sku,
@@ -243,9 +243,9 @@ impl Unavailable {
     }
 }
 
-/// A supplier's answer.
+/// A supplier's answer (unknown fields ignored, as for [`QuoteRequest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum QuoteReply {
     Quoted {
         supplier: SupplierId,
@@ -473,7 +473,7 @@ impl Strategy {
         match self {
             Self::All => None,
             Self::Cheapest => {
-                (explicit && responses(slots) >= k).then_some(CompletedBy::MinResponses)
+                (explicit && offers(slots).len() >= k).then_some(CompletedBy::MinResponses)
             }
             Self::Fastest => (offers(slots).len() >= k).then_some(CompletedBy::MinResponses),
             Self::Quorum => quorum(&offers(slots), k).map(|_| CompletedBy::Quorum),
@@ -510,17 +510,19 @@ pub fn verdict(
         return Verdict::AllCircuitsOpen;
     }
     let offers = offers(slots);
-    // For `fastest`, min_responses counts in-stock quotes; for the others,
-    // answers.
-    let have = match strategy {
-        Strategy::Fastest => offers.len(),
-        _ => responses(slots),
+    // For `fastest` and `cheapest`, min_responses counts in-stock quotes;
+    // for the others, answers.
+    let counts_offers = matches!(strategy, Strategy::Fastest | Strategy::Cheapest);
+    let have = if counts_offers {
+        offers.len()
+    } else {
+        responses(slots)
     };
     if have < k {
         if completed_by == CompletedBy::Timeout {
             return Verdict::TooFewByDeadline { have };
         }
-        if strategy != Strategy::Fastest || offers.is_empty() && responses(slots) == 0 {
+        if !counts_offers || offers.is_empty() && responses(slots) == 0 {
             return Verdict::TooFewAnswers { have };
         }
     }
@@ -695,6 +697,12 @@ mod tests {
         assert_eq!(Strategy::Fastest.completion(1, false, &slots), None);
         assert_eq!(
             Strategy::Cheapest.completion(1, true, &slots),
+            None,
+            "an answer without stock is no quote"
+        );
+        slots[1] = quoted("globex", 1190, 5, 2);
+        assert_eq!(
+            Strategy::Cheapest.completion(1, true, &slots),
             Some(CompletedBy::MinResponses)
         );
         assert_eq!(
@@ -703,7 +711,6 @@ mod tests {
             "waits for all"
         );
         assert_eq!(Strategy::Cheapest.completion(2, true, &slots), None);
-        slots[1] = quoted("globex", 1190, 5, 2);
         assert_eq!(
             Strategy::Fastest.completion(1, false, &slots),
             Some(CompletedBy::MinResponses)
@@ -760,8 +767,13 @@ mod tests {
             other("globex", Outcome::Error("boom".into())),
         ];
         assert_eq!(
-            verdict(Strategy::Cheapest, 2, &errors, CompletedBy::All),
+            verdict(Strategy::All, 2, &errors, CompletedBy::All),
             Verdict::TooFewAnswers { have: 1 }
+        );
+        assert_eq!(
+            found(verdict(Strategy::Cheapest, 2, &errors, CompletedBy::All)),
+            "acme",
+            "every supplier asked has settled: the best there is"
         );
         let none = vec![unavailable("acme", 1), unavailable("globex", 2)];
         assert_eq!(

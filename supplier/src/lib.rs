@@ -200,9 +200,15 @@ impl State {
                 .await
             {
                 Ok(raw) => raw,
-                Err(e) => return failed(format!("catalog unavailable: {e}")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "catalog unavailable");
+                    return failed("catalog unavailable".into());
+                }
             },
-            Err(e) => return failed(format!("catalog unavailable: {e}")),
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog unavailable");
+                return failed("catalog unavailable".into());
+            }
         };
         let Some(raw) = raw else {
             return (

@@ -102,6 +102,10 @@ if ARGV[13] ~= '' and not o[1] then
   if not q[1] then
     return {'invalid_quote', 'quote ' .. ARGV[13] .. ' is unknown or expired; ask for a new one with GET /quotes/{sku}'}
   end
+  if not (q[2] and tonumber(q[3]) and q[5] and tonumber(q[6]) and tonumber(q[7]) and q[8]
+      and tonumber(q[9])) then
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' is damaged (its record lacks a term); ask for a new one'}
+  end
   if tonumber(q[3]) <= now then
     return {'invalid_quote', 'quote ' .. ARGV[13] .. ' expired ' .. tostring(now - tonumber(q[3])) ..
       ' ms ago (valid_until_ms ' .. q[3] .. '); ask for a new one with GET /quotes/{sku}'}

@@ -208,17 +208,31 @@ pub enum Verdict {
 /// Decides the order `id` once, from its record (see `reserve.lua`).
 /// `sku`/`qty` are what the message says; they must match the record. With
 /// `adopt`, an order without a record takes the message's values as its record
-/// (only once the history said it has never seen the order).
+/// (only once the history said it has never seen the order). A quote-backed
+/// order's `quote` must match the record's too, and is adopted with it.
+#[allow(clippy::too_many_arguments)]
 pub async fn reserve(
     pool: &Pool,
     keys: &Keys,
     id: &OrderId,
     sku: &Sku,
     qty: Quantity,
+    quote: Option<&crate::quotes::QuoteTerms>,
     message_id: &str,
     adopt: bool,
 ) -> anyhow::Result<Verdict> {
     let mut conn = pool.get().await?;
+    let terms: [String; 6] = match quote {
+        Some(q) => [
+            q.quote_id.as_str().to_owned(),
+            q.supplier.as_str().to_owned(),
+            q.unit_price_minor.to_string(),
+            q.total_minor.to_string(),
+            q.currency.as_str().to_owned(),
+            q.delivery_days.to_string(),
+        ],
+        None => Default::default(),
+    };
     let reply: (String, String, String, u8, String, String) = RESERVE
         .key(keys.order(id))
         .key(keys.inventory(sku))
@@ -231,6 +245,7 @@ pub async fn reserve(
         .arg(RECENT_ORDERS)
         .arg(id.as_str())
         .arg(if adopt { "1" } else { "0" })
+        .arg(&terms)
         .invoke_async(&mut *conn)
         .await?;
     parse_verdict(reply)

@@ -26,18 +26,21 @@
 -- KEYS[1] order hash, KEYS[2] inventory key, KEYS[3] counters hash,
 -- KEYS[4] recent orders list, KEYS[5] anomalies list
 -- ARGV[1] sku, ARGV[2] qty, ARGV[3] message id, ARGV[4] recent list length,
--- ARGV[5] order id, ARGV[6] adopt ('1' | '0')
+-- ARGV[5] order id, ARGV[6] adopt ('1' | '0'), ARGV[7] the message's quote id
+-- ('' = none), ARGV[8..12] its supplier, unit_price_minor, total_minor,
+-- currency, delivery_days (a quote-backed order: part of what must match the
+-- record, and adopted with it)
 -- Returns {outcome, reason, decided_at_ms, fresh (1|0), sku, qty}
 --   outcome: 'reserved' | 'rejected' | 'parked' | 'mismatch' | 'unrecorded'
 local now = now_ms()
-local rec = redis.call('HMGET', KEYS[1], 'sku', 'qty', 'outcome', 'reason', 'accepted_at', 'status')
+local rec = redis.call('HMGET', KEYS[1], 'sku', 'qty', 'outcome', 'reason', 'accepted_at', 'status', 'quote_id')
 local sku, qty = rec[1], rec[2]
-if sku and (sku ~= ARGV[1] or qty ~= ARGV[2]) then
+if sku and (sku ~= ARGV[1] or qty ~= ARGV[2] or (rec[7] or '') ~= ARGV[7]) then
   redis.call('HINCRBY', KEYS[3], 'anomalies', 1)
   redis.call('LPUSH', KEYS[5], cjson.encode({
     at_ms = now, message_id = ARGV[3], kind = 'mismatch',
-    message = {sku = ARGV[1], qty = tonumber(ARGV[2])},
-    record = {sku = sku, qty = tonumber(qty)},
+    message = {sku = ARGV[1], qty = tonumber(ARGV[2]), quote_id = ARGV[7]},
+    record = {sku = sku, qty = tonumber(qty), quote_id = rec[7] or ''},
   }))
   redis.call('LTRIM', KEYS[5], 0, 99)
   return {'mismatch', 'record_mismatch', tostring(now), 1, sku, qty}
@@ -52,6 +55,10 @@ if not sku then
   end
   sku, qty = ARGV[1], ARGV[2]
   redis.call('HSET', KEYS[1], 'sku', sku, 'qty', qty)
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[1], 'quote_id', ARGV[7], 'supplier', ARGV[8], 'unit_price_minor', ARGV[9],
+      'total_minor', ARGV[10], 'currency', ARGV[11], 'delivery_days', ARGV[12])
+  end
 end
 if not rec[5] then
   -- The broker had it but the gateway never recorded it (a crash or a confirm

@@ -90,9 +90,9 @@ enum State {
     HalfOpen { in_flight: usize, successes: usize },
 }
 
-/// Leave to make one call; hand it back with [`Breaker::record`] or
-/// [`Breaker::release`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Leave to make one call; hand it back (once: it is not `Clone`) with
+/// [`Breaker::record`] or [`Breaker::release`].
+#[derive(Debug, PartialEq, Eq)]
 pub struct Permit {
     generation: u64,
     probe: bool,
@@ -100,7 +100,7 @@ pub struct Permit {
 
 impl Permit {
     /// Whether the call is a half-open probe.
-    pub fn is_probe(self) -> bool {
+    pub fn is_probe(&self) -> bool {
         self.probe
     }
 }
@@ -355,7 +355,6 @@ mod tests {
         let probe = b.acquire(Instant::now()).unwrap();
         // The slow call made while closed succeeds now: no probe result.
         b.record(slow, true, Instant::now());
-        b.release(slow);
         assert_eq!(b.state(Instant::now()), CircuitState::HalfOpen);
         b.record(probe, false, Instant::now());
         assert_eq!(b.state(Instant::now()), CircuitState::Open);

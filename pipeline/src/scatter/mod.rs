@@ -166,6 +166,10 @@ pub struct Settings {
     pub destination_label: &'static str,
     /// Requests waiting for replies at once, at most.
     pub max_pending: usize,
+    /// A destination's silence counts against its circuit only when it had
+    /// at least this long to answer (a caller's short deadline is not the
+    /// destination's fault).
+    pub blame_timeouts_from: Duration,
     pub breaker: BreakerConfig,
 }
 
@@ -246,12 +250,12 @@ impl std::fmt::Debug for ScatterGather {
 }
 
 /// Removes a request's pending entry however the gather ends.
-struct PendingGuard<'a> {
-    inner: &'a Inner,
+struct PendingGuard {
+    inner: Arc<Inner>,
     id: String,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         let mut pending = self.inner.pending.lock().expect("pending map");
         pending.remove(&self.id);
@@ -370,18 +374,27 @@ impl ScatterGather {
     /// Sends `payload` to every destination whose circuit lets it through
     /// and gathers the replies until `done` says stop (given the slots so
     /// far, it returns why), every destination asked has settled, or
-    /// `deadline`. `check` judges each reply as it arrives (given its
+    /// `timeout` has passed. `check` judges each reply as it arrives (given its
     /// destination): an `Err` makes it an error outcome, counted against the
     /// destination's circuit.
     ///
     /// Each request carries `expiration` (the time left) so the broker drops
     /// it once it could no longer be answered in time; the body should carry
     /// the deadline too, for the destination to check.
+    ///
+    /// What counts against a destination's circuit is what the destination
+    /// did: an error answer, an unroutable or refused request, or silence
+    /// for at least [`Settings::blame_timeouts_from`]. A deadline shorter
+    /// than that (the caller's choice), a publish that could not be made,
+    /// or a reply channel lost with its broker link count neither way. A
+    /// half-open probe the gather no longer waits for (it completed early)
+    /// is still awaited to its deadline in the background, so its outcome
+    /// decides the circuit.
     pub async fn gather<R, C, F>(
         &self,
         payload: &[u8],
         destinations: &[Destination],
-        deadline: Instant,
+        timeout: Duration,
         check: C,
         mut done: F,
     ) -> Result<Gathered<R>, GatherError>
@@ -392,6 +405,7 @@ impl ScatterGather {
     {
         let inner = &*self.inner;
         let now = Instant::now();
+        let deadline = now + timeout;
         // Who may be asked.
         let (mut slots, permits) = {
             let mut all = inner.destinations.lock().expect("destinations");
@@ -403,6 +417,8 @@ impl ScatterGather {
                 let permit = state.breaker.acquire(now);
                 if permit.is_none() {
                     state.skipped += 1;
+                    metrics::counter!(inner.names.replies.clone(), inner.settings.destination_label => d.name.clone(), "outcome" => "skipped")
+                        .increment(1);
                 }
                 metrics::gauge!(inner.names.circuit.clone(), inner.settings.destination_label => d.name.clone())
                     .set(state.breaker.state(now).gauge());
@@ -426,6 +442,7 @@ impl ScatterGather {
             sg: self,
             names: destinations.iter().map(|d| d.name.clone()).collect(),
             permits,
+            blameless: vec![false; destinations.len()],
         };
         if settle.permits.iter().all(Option::is_none) {
             return Ok(Gathered {
@@ -436,7 +453,7 @@ impl ScatterGather {
 
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _guard = {
+        let guard = {
             let mut pending = inner.pending.lock().expect("pending map");
             if pending.len() >= inner.settings.max_pending {
                 return Err(GatherError::TooManyPending(pending.len()));
@@ -444,21 +461,30 @@ impl ScatterGather {
             pending.insert(id.clone(), tx);
             metrics::gauge!(inner.names.pending.clone()).set(pending.len() as f64);
             PendingGuard {
-                inner,
+                inner: self.inner.clone(),
                 id: id.clone(),
             }
         };
 
-        let channel = match self.channel_until(deadline).await {
-            Some(c) => c,
-            None => return Err(GatherError::Unavailable),
+        let mut channels = inner.channel.subscribe();
+        let Some(channel) = self.channel_until(deadline).await else {
+            return Err(GatherError::Unavailable);
         };
         let sent_at = Instant::now();
-        let expiration = deadline
-            .saturating_duration_since(sent_at)
-            .as_millis()
-            .max(1)
-            .to_string();
+        let left = deadline.saturating_duration_since(sent_at);
+        // Silence is the destination's fault only if the caller gave it
+        // long enough, and waiting for a reply channel did not eat half.
+        let from = inner.settings.blame_timeouts_from;
+        let blame_timeouts = timeout >= from && left >= from / 2;
+        let expiration = left.as_millis().max(1).to_string();
+        // Every message carries a W3C traceparent; one trace per gather.
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            lapin::types::AMQPValue::LongString(
+                crate::trace::TraceParent::generate().header_value().into(),
+            ),
+        );
         let mut confirms = FuturesUnordered::new();
         for (i, d) in destinations.iter().enumerate() {
             if settle.permits[i].is_none() {
@@ -471,6 +497,7 @@ impl ScatterGather {
                 .with_correlation_id(format!("{id}.{i}").into())
                 .with_reply_to(REPLY_TO.into())
                 .with_expiration(expiration.clone().into())
+                .with_headers(headers.clone())
                 .with_timestamp(crate::messages::now_ms() / 1000);
             let publish = channel.basic_publish(
                 d.exchange.as_str().into(),
@@ -482,17 +509,20 @@ impl ScatterGather {
                 payload,
                 properties,
             );
-            match tokio::time::timeout_at(deadline, publish).await {
-                Ok(Ok(confirm)) => confirms.push(async move { (i, confirm.await) }),
+            let failed = match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(confirm)) => {
+                    confirms.push(async move { (i, confirm.await) });
+                    continue;
+                }
                 Ok(Err(e)) => {
-                    slots[i].outcome = Outcome::Error(format!("could not publish: {e}"));
-                    slots[i].latency = Some(sent_at.elapsed());
+                    tracing::warn!(destination = %d.name, error = %e, "could not publish a request");
+                    "could not send the request (broker link)"
                 }
-                Err(_) => {
-                    slots[i].outcome = Outcome::Error("could not publish in time".into());
-                    slots[i].latency = Some(sent_at.elapsed());
-                }
-            }
+                Err(_) => "could not send the request in time",
+            };
+            slots[i].outcome = Outcome::Error(failed.into());
+            slots[i].latency = Some(sent_at.elapsed());
+            settle.blameless[i] = true;
         }
 
         let mut arrivals = 0;
@@ -529,45 +559,176 @@ impl ScatterGather {
                                 Err(reason) => Outcome::Error(reason),
                             },
                         },
-                        Err(e) => Outcome::Error(format!("unreadable reply: {e}")),
+                        Err(e) => {
+                            tracing::warn!(destination = %slot.destination, error = %e, "unreadable reply");
+                            Outcome::Error("unreadable reply".into())
+                        }
                     };
                 }
                 Some((i, confirmed)) = confirms.next(), if !confirms.is_empty() => {
                     let failed = match confirmed {
-                        Ok(Confirmation::Ack(Some(returned))) => {
-                            Some(format!("unroutable: {}", returned.reply_text))
+                        Ok(Confirmation::Ack(Some(_))) => {
+                            Some(("unroutable: no queue for this destination", false))
                         }
-                        Ok(Confirmation::Nack(_)) => Some("the broker refused the request".into()),
+                        Ok(Confirmation::Nack(_)) => {
+                            Some(("the broker refused the request (queue full?)", false))
+                        }
                         Ok(_) => None,
-                        Err(e) => Some(format!("the broker link failed: {e}")),
+                        Err(_) => Some(("the broker link failed", true)),
                     };
-                    if let Some(reason) = failed
+                    if let Some((reason, blameless)) = failed
                         && matches!(slots[i].outcome, Outcome::Waiting)
                     {
-                        slots[i].outcome = Outcome::Error(reason);
+                        slots[i].outcome = Outcome::Error(reason.into());
                         slots[i].latency = Some(sent_at.elapsed());
+                        settle.blameless[i] = blameless;
+                    }
+                }
+                changed = channels.changed() => {
+                    let same = changed.is_ok() && channel.status().connected();
+                    if !same {
+                        // The reply channel went with its broker link: no
+                        // reply can reach this request any more.
+                        for (i, slot) in slots.iter_mut().enumerate() {
+                            if matches!(slot.outcome, Outcome::Waiting) {
+                                slot.outcome = Outcome::Error("the broker link was lost before the reply".into());
+                                settle.blameless[i] = true;
+                            }
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    for slot in &mut slots {
+                    for (i, slot) in slots.iter_mut().enumerate() {
                         if matches!(slot.outcome, Outcome::Waiting) {
                             slot.outcome = Outcome::Timeout;
+                            settle.blameless[i] = !blame_timeouts;
                         }
                     }
                     break CompletedBy::Timeout;
                 }
             }
         };
-        for slot in &mut slots {
+        // Probes still out are awaited in the background; every other
+        // destination still waited for is unanswered.
+        let mut probes = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
             if matches!(slot.outcome, Outcome::Waiting) {
                 slot.outcome = Outcome::Unanswered;
+                if let Some(permit) = settle.permits[i].take_if(|p| p.is_probe()) {
+                    probes.push(Probe {
+                        index: i,
+                        name: slot.destination.clone(),
+                        permit,
+                    });
+                }
             }
         }
         settle.finish(&slots);
+        if !probes.is_empty() {
+            tokio::spawn(self.clone().await_probes::<R>(
+                probes,
+                rx,
+                guard,
+                (sent_at, deadline),
+                blame_timeouts,
+            ));
+        }
         Ok(Gathered {
             slots,
             completed_by,
         })
+    }
+
+    /// Waits for the replies of half-open probes a gather stopped waiting
+    /// for, until their deadline, and records their outcomes.
+    async fn await_probes<R: GatherReply>(
+        self,
+        mut probes: Vec<Probe>,
+        mut rx: mpsc::UnboundedReceiver<Arrival>,
+        guard: PendingGuard,
+        (sent_at, deadline): (Instant, Instant),
+        blame_timeouts: bool,
+    ) {
+        let _pending = guard;
+        while !probes.is_empty() {
+            tokio::select! {
+                Some(arrival) = rx.recv() => {
+                    let Some(at) = probes.iter().position(|p| p.index == arrival.index) else {
+                        self.count_late();
+                        continue;
+                    };
+                    let probe = probes.swap_remove(at);
+                    let kind = match serde_json::from_slice::<R>(&arrival.body) {
+                        Ok(reply) if reply.failure().is_none() => Kind::Reply,
+                        _ => Kind::Error,
+                    };
+                    let latency = arrival.at.saturating_duration_since(sent_at);
+                    self.record(&probe.name, probe.permit, kind, Some(latency), None, false);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    for probe in probes.drain(..) {
+                        self.record(&probe.name, probe.permit, Kind::Timeout, None, None, !blame_timeouts);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands one permit back with its call's outcome and keeps the figures.
+    fn record(
+        &self,
+        name: &str,
+        permit: Permit,
+        kind: Kind,
+        latency: Option<Duration>,
+        error: Option<String>,
+        blameless: bool,
+    ) {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        let label = inner.settings.destination_label;
+        let mut all = inner.destinations.lock().expect("destinations");
+        let d = self.destination(&mut all, name);
+        let outcome = match kind {
+            Kind::Reply => "reply",
+            Kind::Error => "error",
+            Kind::Timeout => "timeout",
+            Kind::Unknown => "unanswered",
+        };
+        metrics::counter!(inner.names.replies.clone(), label => name.to_owned(), "outcome" => outcome)
+            .increment(1);
+        match kind {
+            Kind::Reply | Kind::Error | Kind::Timeout => {
+                let success = kind == Kind::Reply;
+                if blameless {
+                    d.breaker.release(permit);
+                } else {
+                    d.breaker.record(permit, success, now);
+                }
+                if d.recent.len() == RECENT {
+                    d.recent.pop_front();
+                }
+                d.recent.push_back((success, latency));
+                match kind {
+                    Kind::Reply => d.replies += 1,
+                    Kind::Error => d.errors += 1,
+                    _ => d.timeouts += 1,
+                }
+                if !success {
+                    d.last_error = Some(error.unwrap_or_else(|| match kind {
+                        Kind::Timeout => "no reply by the deadline".into(),
+                        _ => "error reply".into(),
+                    }));
+                }
+                if success && let Some(l) = latency {
+                    metrics::histogram!(inner.names.latency.clone(), label => name.to_owned())
+                        .record(l.as_secs_f64());
+                }
+            }
+            Kind::Unknown => d.breaker.release(permit),
+        }
+        metrics::gauge!(inner.names.circuit.clone(), label => name.to_owned())
+            .set(d.breaker.state(now).gauge());
     }
 
     fn count_late(&self) {
@@ -704,13 +865,22 @@ impl ScatterGather {
     }
 }
 
-/// Hands every permit back to its breaker with the call's outcome, and
-/// keeps the figures (also when the gather is dropped half-way: then the
-/// outcomes are unknown and the permits are released).
+/// A half-open probe still out when its gather completed.
+struct Probe {
+    index: usize,
+    name: String,
+    permit: Permit,
+}
+
+/// Hands every permit back to its breaker with the call's outcome (also when
+/// the gather is dropped half-way: then the outcomes are unknown and the
+/// permits are released).
 struct Settle<'a> {
     sg: &'a ScatterGather,
     names: Vec<String>,
     permits: Vec<Option<Permit>>,
+    /// Outcomes that are not the destination's doing (see `gather`).
+    blameless: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -718,7 +888,6 @@ enum Kind {
     Reply,
     Error,
     Timeout,
-    Skipped,
     Unknown,
 }
 
@@ -727,68 +896,28 @@ fn outcome_kind<R>(outcome: &Outcome<R>) -> Kind {
         Outcome::Reply(_) => Kind::Reply,
         Outcome::Error(_) => Kind::Error,
         Outcome::Timeout => Kind::Timeout,
-        Outcome::Skipped => Kind::Skipped,
-        Outcome::Waiting | Outcome::Unanswered => Kind::Unknown,
-    }
-}
-
-impl<R> Outcome<R> {
-    fn error_text(&self) -> Option<String> {
-        match self {
-            Self::Error(e) => Some(e.clone()),
-            Self::Timeout => Some("no reply by the deadline".into()),
-            _ => None,
-        }
+        Outcome::Skipped | Outcome::Waiting | Outcome::Unanswered => Kind::Unknown,
     }
 }
 
 impl Settle<'_> {
     fn finish<R>(&mut self, slots: &[Slot<R>]) {
-        let inner = &*self.sg.inner;
-        let now = Instant::now();
-        let mut all = inner.destinations.lock().expect("destinations");
         for (i, slot) in slots.iter().enumerate() {
             let Some(permit) = self.permits[i].take() else {
                 continue;
             };
-            let (kind, latency) = (outcome_kind(&slot.outcome), slot.latency);
-            let d = self.sg.destination(&mut all, &slot.destination);
-            let label = inner.settings.destination_label;
-            let outcome = match kind {
-                Kind::Reply => "reply",
-                Kind::Error => "error",
-                Kind::Timeout => "timeout",
-                Kind::Skipped | Kind::Unknown => "unanswered",
+            let error = match &slot.outcome {
+                Outcome::Error(e) => Some(e.clone()),
+                _ => None,
             };
-            metrics::counter!(inner.names.replies.clone(), label => slot.destination.clone(), "outcome" => outcome)
-                .increment(1);
-            match kind {
-                Kind::Reply | Kind::Error | Kind::Timeout => {
-                    let success = kind == Kind::Reply;
-                    d.breaker.record(permit, success, now);
-                    if d.recent.len() == RECENT {
-                        d.recent.pop_front();
-                    }
-                    d.recent.push_back((success, latency));
-                    match kind {
-                        Kind::Reply => d.replies += 1,
-                        Kind::Error => d.errors += 1,
-                        _ => d.timeouts += 1,
-                    }
-                    if let Some(e) = slot.outcome.error_text() {
-                        d.last_error = Some(e);
-                    }
-                    if kind == Kind::Reply
-                        && let Some(l) = latency
-                    {
-                        metrics::histogram!(inner.names.latency.clone(), label => slot.destination.clone())
-                            .record(l.as_secs_f64());
-                    }
-                }
-                Kind::Skipped | Kind::Unknown => d.breaker.release(permit),
-            }
-            metrics::gauge!(inner.names.circuit.clone(), label => slot.destination.clone())
-                .set(d.breaker.state(now).gauge());
+            self.sg.record(
+                &slot.destination,
+                permit,
+                outcome_kind(&slot.outcome),
+                slot.latency,
+                error,
+                self.blameless[i],
+            );
         }
     }
 }

@@ -64,7 +64,17 @@ async fn a_thousand_requests_at_fifty_in_flight_never_cross() {
         for quote in body["quotes"].as_array().unwrap() {
             assert_eq!(quote["qty"], *qty, "a quote from another request: {body}");
             assert_eq!(quote["sku"], *sku, "a quote from another request: {body}");
+            // The price is the catalog's for this SKU and supplier: an
+            // answer to another request (another SKU) would show another.
             let unit = quote["unit_price_minor"].as_u64().unwrap();
+            let expected = match (*sku, quote["supplier"].as_str().unwrap()) {
+                (SKU, "acme") => 1250,
+                (SKU, "globex") => 1190,
+                (SKU, _) => 1390,
+                (_, "initech") => 949,
+                _ => 899,
+            };
+            assert_eq!(unit, expected, "a price from another request: {body}");
             assert_eq!(
                 quote["total_minor"].as_u64().unwrap(),
                 unit * u64::from(*qty)

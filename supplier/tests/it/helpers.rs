@@ -127,7 +127,8 @@ impl World {
         let names: Vec<&str> = suppliers.iter().map(|(n, _)| *n).collect();
         let mut quotes = QuotesConfig::with_suppliers(ids(&names));
         quotes.breaker = breaker;
-        quotes.default_timeout = Duration::from_millis(2000);
+        // Also the shortest deadline whose silence counts against a circuit.
+        quotes.default_timeout = Duration::from_millis(1000);
         let gateway = start_gateway(&prefix, quotes.clone()).await;
         let mut world = Self {
             redis: testkit::redis().await,

@@ -250,8 +250,19 @@ async fn a_failed_probe_reopens_and_silence_counts_as_failure() {
     // A supplier that never answers: every call is a timeout.
     let mut w = World::new(&[("acme", Knobs::default())], quick_breaker()).await;
     w.stop_supplier("acme").await;
+    // A deadline shorter than QUOTE_TIMEOUT_MS is the client's choice: its
+    // timeouts are not held against the supplier (or any client could open
+    // every circuit with timeout_ms=1).
+    for _ in 0..3 {
+        let (status, body) = w.quote("timeout_ms=50").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    }
+    let acme = w.supplier_status("acme").await;
+    assert_eq!(acme["circuit"], "closed", "{acme}");
+    assert_eq!(acme["window_calls"], 0, "{acme}");
+    // Silence for the whole default deadline is.
     for _ in 0..2 {
-        let (status, body) = w.quote("timeout_ms=100").await;
+        let (status, body) = w.quote("").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
         assert_eq!(outcome(&body, "acme")["outcome"], "timeout");
     }
@@ -264,9 +275,39 @@ async fn a_failed_probe_reopens_and_silence_counts_as_failure() {
     })
     .await;
     // The probe times out too: open again.
-    let (_, body) = w.quote("timeout_ms=100").await;
+    let (_, body) = w.quote("").await;
     assert_eq!(outcome(&body, "acme")["outcome"], "timeout");
     assert_eq!(w.supplier_status("acme").await["circuit"], "open");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_probe_the_strategy_stopped_waiting_for_still_decides_the_circuit() {
+    let mut w = World::new(
+        &[("acme", Knobs::default()), ("initech", Knobs::failing())],
+        quick_breaker(),
+    )
+    .await;
+    for _ in 0..2 {
+        w.quote("").await;
+    }
+    assert_eq!(w.supplier_status("initech").await["circuit"], "open");
+    // initech comes back slower than acme: `fastest` never waits for it.
+    w.stop_supplier("initech").await;
+    w.start_supplier("initech", Knobs::slow(300)).await;
+    eventually(Duration::from_secs(5), "the cool-down to end", || async {
+        w.supplier_status("initech").await["circuit"] == "half_open"
+    })
+    .await;
+    let (status, body) = w.quote("strategy=fastest").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(outcome(&body, "initech")["outcome"], "unanswered");
+    eventually(
+        Duration::from_secs(3),
+        "the probe's answer to close the circuit",
+        || async { w.supplier_status("initech").await["circuit"] == "closed" },
+    )
+    .await;
     w.finish().await;
 }
 
