@@ -293,3 +293,55 @@ async fn a_message_that_disagrees_with_the_record_is_parked_and_never_merged() {
     p.stop().await;
     w.finish().await;
 }
+
+/// An order placed against a quote: the message's quote is part of what must
+/// match the record, and an order adopted without a record keeps its terms.
+#[tokio::test]
+async fn a_quote_backed_order_is_checked_against_its_record_and_adopted_with_its_terms() {
+    let mut w = World::new().await;
+    w.set_stock("q", 10).await;
+    let quoted = |id: &str, quote_id: &str| {
+        format!(
+            r#"{{"id":"{id}","sku":"q","qty":2,"placed_at_ms":1,"quote":{{"quote_id":"{quote_id}","supplier":"globex","unit_price_minor":1190,"total_minor":2380,"currency":"EUR","delivery_days":5}}}}"#
+        )
+    };
+    let quote_id = "q-0123456789abcdef0123456789abcdef";
+    // The gateway accepted qm1 as 2 x q without a quote.
+    let key = w.key("order:qm1");
+    let _: () = redis::AsyncCommands::hset_multiple(
+        &mut w.redis,
+        key,
+        &[
+            ("sku", "q"),
+            ("qty", "2"),
+            ("status", "accepted"),
+            ("accepted_at", "1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let p = RunningProcessor::start(w.config()).await;
+    // A message naming qm1 with a quote the record does not have: an anomaly.
+    w.publish_raw("qm1", quoted("qm1", quote_id).as_bytes())
+        .await;
+    eventually(Duration::from_secs(30), "the anomaly parked", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 1
+    })
+    .await;
+    assert_eq!(w.stock("q").await, Some(10));
+
+    // No record at all (Redis lost it, no history): adopted with its terms.
+    w.publish_raw("qm2", quoted("qm2", quote_id).as_bytes())
+        .await;
+    w.await_decided(1, Duration::from_secs(30)).await;
+    let order = w.order("qm2").await;
+    assert_eq!(order.get("quote_id").map(String::as_str), Some(quote_id));
+    assert_eq!(order.get("supplier").map(String::as_str), Some("globex"));
+    assert_eq!(
+        order.get("unit_price_minor").map(String::as_str),
+        Some("1190")
+    );
+    assert_eq!(w.stock("q").await, Some(8));
+    p.stop().await;
+    w.finish().await;
+}
