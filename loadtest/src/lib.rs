@@ -6,6 +6,7 @@
 //! queues and builds the [`Ledger`] of `reliability.md`: every order accounted
 //! for, invariants checked.
 
+pub mod cost;
 pub mod ledger;
 pub mod load;
 pub mod plot;

@@ -7,6 +7,9 @@ use loadtest::{HistoryTarget, LoadConfig, plot, run};
 
 const USAGE: &str = "\
 usage: loadtest [options]
+       loadtest probe [--amqp URL] [--messages N] [--window W] [--json]
+                          the broker's raw confirmed publish rate alone (to a fresh
+                          3-replica quorum queue; default 50000 messages, 512 in flight)
   --orders N              orders to place (default 10000)
   --concurrency C         requests in flight (default 64)
   --rate R                open loop: start R orders per second (default: closed loop)
@@ -31,7 +34,11 @@ usage: loadtest [options]
 
 #[tokio::main]
 async fn main() {
-    match parse(std::env::args().skip(1).collect()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("probe") {
+        std::process::exit(probe(&args[1..]).await);
+    }
+    match parse(args) {
         Ok(Some((config, json, plot_file))) => match run(config).await {
             Ok(report) => {
                 println!("{report}");
@@ -61,6 +68,60 @@ async fn main() {
         Err(e) => {
             eprintln!("{e}\n{USAGE}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// `loadtest probe`: prints the raw confirmed publish rate (or JSON).
+async fn probe(args: &[String]) -> i32 {
+    let (mut amqp, mut messages, mut window, mut json) = (
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+        50_000u64,
+        512usize,
+        false,
+    );
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let parsed = match flag.as_str() {
+            "--amqp" => it.next().map(|v| amqp = v.clone()).ok_or(()),
+            "--messages" => it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .map(|n| messages = n)
+                .ok_or(()),
+            "--window" => it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .map(|n| window = n)
+                .ok_or(()),
+            "--json" => {
+                json = true;
+                Ok(())
+            }
+            _ => Err(()),
+        };
+        if parsed.is_err() {
+            eprintln!("bad probe argument near {flag:?}\n{USAGE}");
+            return 2;
+        }
+    }
+    match loadtest::probe::confirmed_publish_rate(&amqp, messages, window).await {
+        Ok(rate) if json => {
+            println!(
+                "{}",
+                serde_json::json!({"msg_per_sec": rate, "messages": messages, "window": window})
+            );
+            0
+        }
+        Ok(rate) => {
+            println!("{rate:.0} msg/s ({messages} confirmed publishes, {window} in flight)");
+            0
+        }
+        Err(e) => {
+            eprintln!("probe failed: {e:#}");
+            1
         }
     }
 }

@@ -12,6 +12,7 @@
 //!     of 8,000 orders: flat once ORDER_RETENTION_SECS (the stack's) has
 //!     passed, growing without retention.
 
+use loadtest::cost::CpuSample;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -79,12 +80,26 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let env_or = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    // Sizes of the shorter phases (a quick check of the bench itself can
+    // lower them; the figures in BENCHMARKS.md use the defaults).
+    let intake_orders = env_or("INTAKE_ORDERS", 20_000);
+    let quote_requests = env_or("QUOTE_REQUESTS", 20_000);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-    eprintln!("(a) raw confirmed publishes to a quorum queue ...");
-    let raw = probe::confirmed_publish_rate(amqp, 50_000, 512).await?;
-    eprintln!("    {raw:.0} msg/s");
+    let processes = loadtest::cost::stack_processes(&root);
+    let redis_url = "redis://127.0.0.1:6379";
+    eprintln!(
+        "(a) raw confirmed publishes to a quorum queue (1 of 3, interleaved with the phases) ..."
+    );
+    let mut probes = vec![probe::confirmed_publish_rate(amqp, 50_000, 512).await?];
+    eprintln!("    {:.0} msg/s", probes[0]);
 
     let gateway = "http://127.0.0.1:8080";
     let mut quotes = Vec::new();
@@ -94,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             gateway,
             "mag-safe-phone-case",
             &format!("qty=1&strategy={strategy}"),
-            20_000,
+            quote_requests,
             32,
         )
         .await?;
@@ -109,13 +124,15 @@ async fn main() -> anyhow::Result<()> {
     // Orders finished before the drain ends may already have left Redis
     // (a short ORDER_RETENTION_SECS): the ledger reads them from the history.
     let intake_config = |tag: &str| {
-        let mut c = with_history(LoadConfig::local(20_000));
+        let mut c = with_history(LoadConfig::local(intake_orders));
         c.concurrency = 64;
         c.retry_share = 0.0;
         c.run_id = format!("bench-intake-{tag}-{}", std::process::id());
         c
     };
+    let cpu_before = CpuSample::take(&processes);
     let intake = run(intake_config("stream")).await?;
+    let intake_cpu = cpu_before.per_order(&CpuSample::take(&processes), intake.ledger.sent);
     eprintln!("(b) gateway intake without the stream binding ...");
     route_new_orders_to_stream(amqp, false).await?;
     let mut nostream = intake_config("nostream");
@@ -127,19 +144,31 @@ async fn main() -> anyhow::Result<()> {
     route_new_orders_to_stream(amqp, true).await?;
     let unrouted = unrouted?;
 
+    eprintln!("(a) raw probe, 2 of 3 ...");
+    probes.push(probe::confirmed_publish_rate(amqp, 50_000, 512).await?);
     eprintln!("(c) end to end, {orders} orders ...");
+    let redis_before = loadtest::cost::redis_commands(redis_url).await?;
+    let cpu_before = CpuSample::take(&processes);
     let mut e2e = with_history(LoadConfig::local(orders));
     e2e.concurrency = 64;
     e2e.drain_timeout = Duration::from_secs(1800);
     e2e.run_id = format!("bench-e2e-{}", std::process::id());
     let e2e = run(e2e).await?;
+    let e2e_cpu = cpu_before.per_order(&CpuSample::take(&processes), e2e.ledger.sent);
+    let e2e_redis = loadtest::cost::commands_per_order(
+        &redis_before,
+        &loadtest::cost::redis_commands(redis_url).await?,
+        e2e.ledger.sent,
+    );
     println!("{e2e}");
+    eprintln!("(a) raw probe, 3 of 3 ...");
+    probes.push(probe::confirmed_publish_rate(amqp, 50_000, 512).await?);
+    let (raw, raw_spread) = loadtest::cost::median_spread(&probes);
 
     let rounds: u64 = std::env::var("RETENTION_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let redis_url = "redis://127.0.0.1:6379";
     let mut memory = vec![("before".to_owned(), redis_memory(redis_url).await?)];
     for round in 1..=rounds {
         eprintln!("(e) Redis memory, round {round} of {rounds} (8,000 orders) ...");
@@ -185,7 +214,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(table, "| measurement | figure | vs (a) |\n|---|---|---|");
     let _ = writeln!(
         table,
-        "| (a) broker: confirmed publishes to a 3-replica quorum queue, 512 in flight | {raw:.0} msg/s | 1.00 |"
+        "| (a) broker: confirmed publishes to a 3-replica quorum queue, 512 in flight (median of 3 runs interleaved with the phases; spread {raw_spread:.0}: {}) | {raw:.0} msg/s | 1.00 |",
+        probes
+            .iter()
+            .map(|p| format!("{p:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
     );
     let _ = writeln!(
         table,
@@ -252,6 +286,43 @@ async fn main() -> anyhow::Result<()> {
             *used as f64 / 1024.0 / 1024.0
         );
     }
+    let mut cost = String::new();
+    let _ = writeln!(
+        cost,
+        "| process | (b) intake, CPU ms per order | (c) end to end, CPU ms per order |\n|---|---|---|"
+    );
+    let names: std::collections::BTreeSet<&String> =
+        intake_cpu.keys().chain(e2e_cpu.keys()).collect();
+    for name in names {
+        let cell = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get(name).map_or("—".to_owned(), |v| format!("{v:.3}"))
+        };
+        let _ = writeln!(
+            cost,
+            "| {name} | {} | {} |",
+            cell(&intake_cpu),
+            cell(&e2e_cpu)
+        );
+    }
+    let (intake_total, e2e_total) = (
+        intake_cpu.values().sum::<f64>(),
+        e2e_cpu.values().sum::<f64>(),
+    );
+    let _ = writeln!(
+        cost,
+        "| **total** | **{intake_total:.3}** | **{e2e_total:.3}** |"
+    );
+    let redis_calls: f64 = e2e_redis.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        cost,
+        "\nRedis commands per order in (c): {redis_calls:.2} in all — {}.\n",
+        e2e_redis
+            .iter()
+            .take(12)
+            .map(|(c, n)| format!("`{c}` {n:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let retention_secs = std::env::var("ORDER_RETENTION_SECS").unwrap_or_else(|_| "86400".into());
     println!("\n{table}\n{retention}");
     println!(
@@ -265,11 +336,63 @@ async fn main() -> anyhow::Result<()> {
 
     let machine = machine();
     let doc = format!(
-        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the services and three suppliers, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
+        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the services and three suppliers, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n## Cost per order\n\nCPU time of every process of the stack from `/proc/<pid>/stat` (user + system) before and after the phase, divided by its orders; Redis commands from `INFO commandstats` (which counts the commands run inside Lua scripts too; `evalsha` is the number of script calls). The load generator shares the machine.\n\n{cost}\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
     );
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    // Every run is kept: appended, never rewritten.
+    let runs_path = root.join("bench/runs.md");
+    if !runs_path.exists() {
+        std::fs::write(
+            &runs_path,
+            "# Bench runs\n\nOne line per `make bench`, appended, never rewritten (BENCHMARKS.md shows the latest in full).\n\n| date (UTC) | commit | raw probe (median, spread) | orders (c) | end to end | e2e / probe | CPU ms per order (c) | Redis commands per order (c) |\n|---|---|---|---|---|---|---|---|\n",
+        )?;
+    }
+    let line = format!(
+        "| {date} | {commit} | {raw:.0} msg/s ({raw_spread:.0}) | {} | {:.0} orders/s | {:.3} | {e2e_total:.3} | {redis_calls:.2} |\n",
+        e2e.ledger.sent,
+        e2e.end_to_end_per_sec,
+        e2e.end_to_end_per_sec / raw
+    );
+    let mut runs = std::fs::read_to_string(&runs_path)?;
+    runs.push_str(&line);
+    std::fs::write(&runs_path, runs)?;
+    let json = serde_json::json!({
+        "date": date,
+        "commit": commit,
+        "raw_probe_msg_per_sec": probes,
+        "raw_probe_median": raw,
+        "intake_orders_per_sec": intake.accepted_per_sec,
+        "end_to_end_orders_per_sec": e2e.end_to_end_per_sec,
+        "end_to_end_vs_probe": e2e.end_to_end_per_sec / raw,
+        "cpu_ms_per_order_intake": intake_cpu,
+        "cpu_ms_per_order_end_to_end": e2e_cpu,
+        "redis_commands_per_order_end_to_end": e2e_redis.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "quotes": quotes.iter().map(|(s, q)| serde_json::json!({
+            "strategy": s, "per_sec": q.per_sec, "p50_ms": q.latency.p50_ms, "p99_ms": q.latency.p99_ms,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        root.join("bench/last-run.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     let doc = doc + &std::fs::read_to_string(root.join("bench/NOTES.md")).unwrap_or_default();
     std::fs::write(root.join("BENCHMARKS.md"), doc)?;
-    eprintln!("wrote BENCHMARKS.md and {}", svg_path.display());
+    eprintln!(
+        "wrote BENCHMARKS.md, {}, bench/runs.md (appended) and bench/last-run.json",
+        svg_path.display()
+    );
     if !e2e.ok() || !intake.ok() || !unrouted.ok() || quotes.iter().any(|(_, q)| !q.ok()) {
         std::process::exit(1);
     }

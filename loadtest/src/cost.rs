@@ -1,0 +1,188 @@
+//! What a phase of load costs: CPU time per process (from `/proc`) and Redis
+//! commands (from `INFO commandstats`), read before and after, so the bench
+//! can say how many CPU milliseconds and Redis calls one order takes.
+//!
+//! The processes are the local stack's (`make up`): every pid file under
+//! `.stack/services/`, the RabbitMQ nodes' `.stack/rabbitmq/rabbitN/pid`,
+//! Redis's `.stack/redis/redis.pid`, and this process (the load generator).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`CLK_TCK`; 100 on
+/// every Linux this runs on).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU ticks (user + system) per named process at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSample(pub BTreeMap<String, u64>);
+
+/// `utime + stime` from the contents of `/proc/<pid>/stat`. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after
+/// its closing parenthesis.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn ticks_of(pid: &str) -> Option<u64> {
+    parse_stat_ticks(&std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?)
+}
+
+/// The stack's processes under `root` (the repository) and their pids.
+pub fn stack_processes(root: &Path) -> Vec<(String, String)> {
+    let stack = root.join(".stack");
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(stack.join("services")) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("pid")
+                && let (Some(name), Ok(pid)) = (
+                    path.file_stem().and_then(|s| s.to_str()),
+                    std::fs::read_to_string(&path),
+                )
+            {
+                found.push((name.to_owned(), pid.trim().to_owned()));
+            }
+        }
+    }
+    for node in 1..=3 {
+        if let Ok(pid) = std::fs::read_to_string(stack.join(format!("rabbitmq/rabbit{node}/pid"))) {
+            found.push((format!("rabbitmq-{node}"), pid.trim().to_owned()));
+        }
+    }
+    if let Ok(pid) = std::fs::read_to_string(stack.join("redis/redis.pid")) {
+        found.push(("redis".to_owned(), pid.trim().to_owned()));
+    }
+    found.push(("load generator".to_owned(), std::process::id().to_string()));
+    found.sort();
+    found
+}
+
+impl CpuSample {
+    /// Reads every process's CPU ticks now (a process that is gone is left
+    /// out).
+    pub fn take(processes: &[(String, String)]) -> Self {
+        Self(
+            processes
+                .iter()
+                .filter_map(|(name, pid)| Some((name.clone(), ticks_of(pid)?)))
+                .collect(),
+        )
+    }
+
+    /// CPU milliseconds per order of each process between `self` and
+    /// `later`, over `orders` orders.
+    pub fn per_order(&self, later: &CpuSample, orders: u64) -> BTreeMap<String, f64> {
+        later
+            .0
+            .iter()
+            .filter_map(|(name, after)| {
+                let before = self.0.get(name)?;
+                let ms = after.saturating_sub(*before) as f64 * 1000.0 / TICKS_PER_SEC;
+                Some((name.clone(), ms / orders.max(1) as f64))
+            })
+            .collect()
+    }
+}
+
+/// `cmdstat_<command>` → calls, from `INFO commandstats`.
+pub fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Redis commands per command name now.
+pub async fn redis_commands(url: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(parse_commandstats(&info))
+}
+
+/// Calls per order of each command between two readings (only those that
+/// moved), most frequent first.
+pub fn commands_per_order(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    orders: u64,
+) -> Vec<(String, f64)> {
+    let mut moved: Vec<(String, f64)> = after
+        .iter()
+        .filter_map(|(name, calls)| {
+            let delta = calls.saturating_sub(*before.get(name).unwrap_or(&0));
+            (delta > 0).then(|| (name.clone(), delta as f64 / orders.max(1) as f64))
+        })
+        .collect();
+    moved.sort_by(|a, b| b.1.total_cmp(&a.1));
+    moved
+}
+
+/// Median and spread (max − min) of a few measurements.
+pub fn median_spread(values: &[f64]) -> (f64, f64) {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    (median, v[v.len() - 1] - v[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_survive_odd_process_names() {
+        let stat = "4242 (beam.smp (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 1234 567 0 0 20 0 30 0 100 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        // This process has a readable stat.
+        assert!(ticks_of(&std::process::id().to_string()).is_some());
+    }
+
+    #[test]
+    fn commandstats_are_read_per_command() {
+        let info = "# Commandstats\r\ncmdstat_evalsha:calls=300,usec=900,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\ncmdstat_ping:calls=150,usec=75,usec_per_call=0.50\r\n";
+        let before = parse_commandstats(info);
+        assert_eq!(before["evalsha"], 300);
+        assert_eq!(before["ping"], 150);
+        let mut after = before.clone();
+        after.insert("evalsha".into(), 500);
+        after.insert("hget".into(), 10);
+        let per = commands_per_order(&before, &after, 100);
+        assert_eq!(per, vec![("evalsha".into(), 2.0), ("hget".into(), 0.1)]);
+    }
+
+    #[test]
+    fn cpu_per_order_and_median() {
+        let before = CpuSample([("redis".to_owned(), 100)].into_iter().collect());
+        let after = CpuSample([("redis".to_owned(), 300)].into_iter().collect());
+        // 200 ticks = 2,000 ms over 1,000 orders.
+        assert_eq!(before.per_order(&after, 1_000)["redis"], 2.0);
+        assert_eq!(median_spread(&[3.0, 1.0, 2.0]), (2.0, 2.0));
+        assert_eq!(median_spread(&[4.0, 1.0]), (2.5, 3.0));
+    }
+}
