@@ -283,12 +283,16 @@ async fn send_all(config: &LoadConfig, http: &reqwest::Client, shared: &Arc<Shar
                     if i >= config.orders {
                         return;
                     }
-                    if let Some(rate) = config.rate {
-                        // Open loop: order i starts at i / rate seconds.
-                        let at = started + Duration::from_secs_f64(i as f64 / rate);
+                    // Open loop: order i is due at i / rate seconds, and its
+                    // latency counts from then (no coordinated omission: a
+                    // send delayed by a busy client still counts its wait).
+                    let scheduled = config
+                        .rate
+                        .map(|rate| started + Duration::from_secs_f64(i as f64 / rate));
+                    if let Some(at) = scheduled {
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    place(&config, &http, &shared, i).await;
+                    place(&config, &http, &shared, i, scheduled).await;
                     if i % 97 == 0 {
                         progress.draw(shared.accepted.load(Ordering::Relaxed), "accepted");
                     }
@@ -304,11 +308,17 @@ async fn send_all(config: &LoadConfig, http: &reqwest::Client, shared: &Arc<Shar
 
 /// Places order `i` like a careful client: retries 503, 409 and timeouts with
 /// the same key and backoff, then maybe re-sends it once more.
-async fn place(config: &LoadConfig, http: &reqwest::Client, shared: &Shared, i: u64) {
+async fn place(
+    config: &LoadConfig,
+    http: &reqwest::Client,
+    shared: &Shared,
+    i: u64,
+    scheduled: Option<Instant>,
+) {
     let id = config.order_id(i);
     let body = format!(r#"{{"id":"{id}","sku":"{}","qty":1}}"#, config.sku(i));
     let url = format!("{}/orders", config.gateway);
-    let first = Instant::now();
+    let first = scheduled.unwrap_or_else(Instant::now);
     let mut outcome = Seen::Unknown;
     for attempt in 0..config.max_tries {
         let res = http

@@ -161,6 +161,33 @@ async fn main() -> anyhow::Result<()> {
         e2e.ledger.sent,
     );
     println!("{e2e}");
+    // Open loop at fixed shares of the measured capacity, latency from each
+    // order's scheduled send time.
+    let open_secs = env_or("OPEN_LOOP_SECS", 30);
+    let mut open_loop = Vec::new();
+    for share in [0.25, 0.50, 0.75] {
+        let rate = (e2e.end_to_end_per_sec * share).max(1.0);
+        eprintln!(
+            "(o) open loop at {:.0} % of capacity: {rate:.0} orders/s for {open_secs} s ...",
+            share * 100.0
+        );
+        let mut c = with_history(LoadConfig::local((rate * open_secs as f64) as u64));
+        c.rate = Some(rate);
+        c.concurrency = 2_048;
+        c.retry_share = 0.0;
+        c.progress = false;
+        c.run_id = format!(
+            "bench-open-{}-{}",
+            (share * 100.0) as u32,
+            std::process::id()
+        );
+        let r = run(c).await?;
+        if !r.ok() {
+            eprintln!("{r}");
+            anyhow::bail!("the open-loop run at {share} broke an invariant");
+        }
+        open_loop.push((share, rate, r));
+    }
     eprintln!("(a) raw probe, 3 of 3 ...");
     probes.push(probe::confirmed_publish_rate(amqp, 50_000, 512).await?);
     let (raw, raw_spread) = loadtest::cost::median_spread(&probes);
@@ -246,6 +273,18 @@ async fn main() -> anyhow::Result<()> {
         e2e.latency.p99_ms,
         e2e.end_to_end_per_sec / raw
     );
+    for (share, rate, r) in &open_loop {
+        let _ = writeln!(
+            table,
+            "| (o) open loop at {:.0} % of (c): {rate:.0} orders/s offered for {}s; latency from each order's scheduled send time | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({:.0} accepted/s) | |",
+            share * 100.0,
+            std::env::var("OPEN_LOOP_SECS").unwrap_or_else(|_| "30".into()),
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            r.latency.p999_ms,
+            r.accepted_per_sec
+        );
+    }
     for (strategy, q) in &quotes {
         let outcomes: Vec<String> = q
             .statuses
@@ -379,6 +418,10 @@ async fn main() -> anyhow::Result<()> {
         "cpu_ms_per_order_intake": intake_cpu,
         "cpu_ms_per_order_end_to_end": e2e_cpu,
         "redis_commands_per_order_end_to_end": e2e_redis.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "open_loop": open_loop.iter().map(|(share, rate, r)| serde_json::json!({
+            "share_of_capacity": share, "offered_per_sec": rate,
+            "p50_ms": r.latency.p50_ms, "p99_ms": r.latency.p99_ms, "p999_ms": r.latency.p999_ms,
+        })).collect::<Vec<_>>(),
         "quotes": quotes.iter().map(|(s, q)| serde_json::json!({
             "strategy": s, "per_sec": q.per_sec, "p50_ms": q.latency.p50_ms, "p99_ms": q.latency.p99_ms,
         })).collect::<Vec<_>>(),
