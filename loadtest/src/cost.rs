@@ -134,6 +134,38 @@ pub fn commands_per_order(
     moved
 }
 
+/// The sum of every sample of the Prometheus series `name` (any labels) in
+/// a `/metrics` text, e.g. `broker_publish_duration_seconds_count`.
+pub fn prometheus_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let bare = series.split('{').next()?;
+            (bare == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Broker operations the services counted: confirmed-or-not publishes
+/// (`broker_publish_duration_seconds_count`) and settled deliveries
+/// (`deliveries_settled_total`), summed over the `/metrics` URLs.
+pub async fn broker_operations(urls: &[&str]) -> (f64, f64) {
+    let mut publishes = 0.0;
+    let mut settled = 0.0;
+    for url in urls {
+        let Ok(res) = reqwest::get(*url).await else {
+            continue;
+        };
+        let Ok(text) = res.text().await else {
+            continue;
+        };
+        publishes += prometheus_sum(&text, "broker_publish_duration_seconds_count");
+        settled += prometheus_sum(&text, "deliveries_settled_total");
+    }
+    (publishes, settled)
+}
+
 /// Median and spread (max − min) of a few measurements.
 pub fn median_spread(values: &[f64]) -> (f64, f64) {
     let mut v: Vec<f64> = values.to_vec();
@@ -174,6 +206,17 @@ mod tests {
         after.insert("hget".into(), 10);
         let per = commands_per_order(&before, &after, 100);
         assert_eq!(per, vec![("evalsha".into(), 2.0), ("hget".into(), 0.1)]);
+    }
+
+    #[test]
+    fn prometheus_series_are_summed_over_labels() {
+        let text = "# HELP x\n# TYPE x counter\nbroker_publish_duration_seconds_count{outcome=\"confirmed\"} 40\nbroker_publish_duration_seconds_count{outcome=\"timeout\"} 2\nbroker_publish_duration_seconds_sum 1.5\ndeliveries_settled_total{disposition=\"ack\"} 7\n";
+        assert_eq!(
+            prometheus_sum(text, "broker_publish_duration_seconds_count"),
+            42.0
+        );
+        assert_eq!(prometheus_sum(text, "deliveries_settled_total"), 7.0);
+        assert_eq!(prometheus_sum(text, "nothing"), 0.0);
     }
 
     #[test]

@@ -147,6 +147,13 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("(a) raw probe, 2 of 3 ...");
     probes.push(probe::confirmed_publish_rate(amqp, 50_000, 512).await?);
     eprintln!("(c) end to end, {orders} orders ...");
+    // The services' own /metrics: the gateway, the processor, the notifier.
+    let service_metrics = [
+        "http://127.0.0.1:8080/metrics",
+        "http://127.0.0.1:9101/metrics",
+        "http://127.0.0.1:9102/metrics",
+    ];
+    let broker_before = loadtest::cost::broker_operations(&service_metrics).await;
     let redis_before = loadtest::cost::redis_commands(redis_url).await?;
     let cpu_before = CpuSample::take(&processes);
     let mut e2e = with_history(LoadConfig::local(orders));
@@ -159,6 +166,12 @@ async fn main() -> anyhow::Result<()> {
         &redis_before,
         &loadtest::cost::redis_commands(redis_url).await?,
         e2e.ledger.sent,
+    );
+    let broker_after = loadtest::cost::broker_operations(&service_metrics).await;
+    let per = |n: f64| n / e2e.ledger.sent.max(1) as f64;
+    let (publishes_per_order, settled_per_order) = (
+        per(broker_after.0 - broker_before.0),
+        per(broker_after.1 - broker_before.1),
     );
     println!("{e2e}");
     // Open loop at fixed shares of the measured capacity, latency from each
@@ -362,6 +375,10 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let _ = writeln!(
+        cost,
+        "Broker operations per order in (c), as the gateway, processor and notifier count them: {publishes_per_order:.2} publishes (each waits for its confirm) and {settled_per_order:.2} deliveries settled (each its own ack today).\n"
+    );
     let retention_secs = std::env::var("ORDER_RETENTION_SECS").unwrap_or_else(|_| "86400".into());
     println!("\n{table}\n{retention}");
     println!(
@@ -417,6 +434,8 @@ async fn main() -> anyhow::Result<()> {
         "end_to_end_vs_probe": e2e.end_to_end_per_sec / raw,
         "cpu_ms_per_order_intake": intake_cpu,
         "cpu_ms_per_order_end_to_end": e2e_cpu,
+        "broker_publishes_per_order_end_to_end": publishes_per_order,
+        "deliveries_settled_per_order_end_to_end": settled_per_order,
         "redis_commands_per_order_end_to_end": e2e_redis.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "open_loop": open_loop.iter().map(|(share, rate, r)| serde_json::json!({
             "share_of_capacity": share, "offered_per_sec": rate,

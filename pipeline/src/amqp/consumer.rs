@@ -168,6 +168,15 @@ where
     let acker = delivery.acker.clone();
     let tag = delivery.delivery_tag;
     let disposition = handler(delivery).await;
+    metrics::counter!(
+        "deliveries_settled_total",
+        "disposition" => match disposition {
+            Disposition::Ack => "ack",
+            Disposition::Requeue => "requeue",
+            Disposition::DeadLetter => "dead_letter",
+        }
+    )
+    .increment(1);
     let send = async {
         match disposition {
             Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
