@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use pipeline::config::{ConfigError, millis_or};
-use serde::{Deserialize, Serialize};
 
 /// The gateway `make up` starts.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
@@ -16,43 +15,10 @@ pub struct GatewayClient {
     http: reqwest::Client,
 }
 
-/// One supplier as the gateway's `/suppliers` describes it
-/// (`pipeline::scatter::DestinationStatus`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SupplierStatus {
-    pub name: String,
-    /// `closed`, `open` or `half_open`.
-    pub circuit: String,
-    /// Milliseconds until an open circuit lets a probe through.
-    pub open_for_ms: Option<u64>,
-    /// Calls and failures in the breaker's current window.
-    pub window_calls: u64,
-    pub window_failures: u64,
-    /// Calls with an outcome among the latest the figures are taken over.
-    pub recent_calls: u64,
-    /// Share of those that succeeded, 0 to 1; `null` without calls.
-    pub recent_success_rate: Option<f64>,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub replies: u64,
-    pub errors: u64,
-    pub timeouts: u64,
-    pub skipped: u64,
-    pub last_error: Option<String>,
-}
-
-/// The whole `/suppliers` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SuppliersReport {
-    /// In the gateway's `QUOTE_SUPPLIERS` order.
-    pub suppliers: Vec<SupplierStatus>,
-    /// Quote requests waiting for replies now.
-    pub pending_requests: u64,
-    /// Replies that arrived after their request had finished, so far.
-    pub late_replies: u64,
-    /// `up` or `down`: whether the gateway's reply consumer runs.
-    pub reply_consumer: String,
-}
+/// One supplier as the gateway's `/suppliers` describes it, and the whole
+/// answer: the shared crate owns the shape the gateway writes.
+pub use pipeline::quotes::SuppliersReport;
+pub use pipeline::scatter::DestinationStatus as SupplierStatus;
 
 impl GatewayClient {
     /// `url`: the gateway's base URL (`http://host:port`); `timeout` bounds

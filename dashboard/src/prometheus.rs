@@ -76,13 +76,12 @@ pub fn render(s: &Snapshot) -> String {
         None => &[],
     };
     for supplier in suppliers {
-        if let Some(state) = circuit_gauge(&supplier.circuit) {
-            let _ = writeln!(
-                out,
-                "order_pipeline_supplier_circuit_state{{supplier=\"{}\"}} {state}",
-                escape(&supplier.name)
-            );
-        }
+        let _ = writeln!(
+            out,
+            "order_pipeline_supplier_circuit_state{{supplier=\"{}\"}} {}",
+            escape(&supplier.name),
+            supplier.circuit.gauge()
+        );
     }
     family(
         &mut out,
@@ -189,17 +188,6 @@ pub fn render(s: &Snapshot) -> String {
     out
 }
 
-/// The circuit-state gauge's value of a `/suppliers` circuit name (as
-/// `pipeline::scatter::CircuitState::gauge`).
-fn circuit_gauge(circuit: &str) -> Option<u8> {
-    match circuit {
-        "closed" => Some(0),
-        "half_open" => Some(1),
-        "open" => Some(2),
-        _ => None,
-    }
-}
-
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -223,6 +211,12 @@ mod tests {
 
     #[test]
     fn circuits_map_to_the_gateways_gauge_values() {
+        // A circuit as `/suppliers` names it, read as the gateway's own type.
+        let circuit_gauge = |name: &str| {
+            serde_json::from_str::<pipeline::scatter::CircuitState>(&format!("\"{name}\""))
+                .ok()
+                .map(|c| c.gauge() as u8)
+        };
         assert_eq!(circuit_gauge("closed"), Some(0));
         assert_eq!(circuit_gauge("half_open"), Some(1));
         assert_eq!(circuit_gauge("open"), Some(2));

@@ -87,14 +87,10 @@ impl Keys {
         format!("{}catalog:{supplier}", self.prefix)
     }
 
-    /// A quote handed out by `GET /quotes/{sku}`.
+    /// A quote handed out by `GET /quotes/{sku}` (`intake.lua` gets the
+    /// whole key).
     pub fn quote(&self, id: &crate::quotes::QuoteId) -> String {
-        format!("{}{}", self.quote_prefix(), id.as_str())
-    }
-
-    /// What every quote key starts with (for `intake.lua`).
-    pub fn quote_prefix(&self) -> String {
-        format!("{}quote:", self.prefix)
+        format!("{}quote:{}", self.prefix, id.as_str())
     }
 
     pub fn counters(&self) -> String {

@@ -167,6 +167,21 @@ impl From<QuoteId> for String {
     }
 }
 
+/// The gateway's `GET /suppliers`: each supplier's circuit and figures as
+/// that gateway process sees them (what the dashboard's Suppliers panel
+/// shows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuppliersReport {
+    /// In the gateway's `QUOTE_SUPPLIERS` order.
+    pub suppliers: Vec<crate::scatter::DestinationStatus>,
+    /// Quote requests waiting for replies now.
+    pub pending_requests: u64,
+    /// Replies that arrived after their request had finished, so far.
+    pub late_replies: u64,
+    /// `up` or `down`: whether the gateway's reply consumer runs.
+    pub reply_consumer: String,
+}
+
 /// What a quote-backed order keeps of its quote: who supplies it and at
 /// what price (in its record, its placed event and its views).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use pipeline::domain::{InvalidField, Quantity, Sku};
-use pipeline::quotes::{QuoteReply, Strategy, Verdict, utc_timestamp};
+use pipeline::quotes::{QuoteReply, Strategy, SuppliersReport, Verdict, utc_timestamp};
 use pipeline::scatter::{Outcome, Slot};
 use serde_json::{Value, json};
 
@@ -251,14 +251,14 @@ fn supplier_entry(slot: &Slot<QuoteReply>) -> Value {
 
 /// Each configured supplier's circuit, success rate and latency (this
 /// gateway process's view), plus the pending and late counts.
-async fn get_suppliers(State(state): State<AppState>) -> Json<Value> {
+async fn get_suppliers(State(state): State<AppState>) -> Json<SuppliersReport> {
     let quotes = &state.quotes;
-    Json(json!({
-        "suppliers": quotes.status(),
-        "pending_requests": quotes.pending(),
-        "late_replies": quotes.late_replies(),
-        "reply_consumer": if quotes.ready() { "up" } else { "down" },
-    }))
+    Json(SuppliersReport {
+        suppliers: quotes.status(),
+        pending_requests: quotes.pending() as u64,
+        late_replies: quotes.late_replies(),
+        reply_consumer: if quotes.ready() { "up" } else { "down" }.to_owned(),
+    })
 }
 
 #[cfg(test)]

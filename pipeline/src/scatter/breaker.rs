@@ -56,8 +56,9 @@ impl Default for BreakerConfig {
     }
 }
 
-/// The state as shown to operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The state as shown to operators (`closed`, `open`, `half_open` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,
     Open,
@@ -254,6 +255,22 @@ mod tests {
     fn call(b: &mut Breaker, success: bool) {
         let permit = b.acquire(Instant::now()).expect("let through");
         b.record(permit, success, Instant::now());
+    }
+
+    #[test]
+    fn states_read_and_write_as_their_names_and_gauge_values() {
+        for (state, name, gauge) in [
+            (CircuitState::Closed, "closed", 0.0),
+            (CircuitState::HalfOpen, "half_open", 1.0),
+            (CircuitState::Open, "open", 2.0),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(state.gauge(), gauge);
+            let json = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&state).unwrap(), json);
+            assert_eq!(serde_json::from_str::<CircuitState>(&json).unwrap(), state);
+        }
+        assert!(serde_json::from_str::<CircuitState>("\"ajar\"").is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -173,11 +173,12 @@ pub struct Settings {
     pub breaker: BreakerConfig,
 }
 
-/// A destination's figures, for health pages and dashboards.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A destination's figures, for health pages and dashboards (the gateway's
+/// `GET /suppliers` writes them, the dashboard reads them back).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DestinationStatus {
     pub name: String,
-    pub circuit: &'static str,
+    pub circuit: CircuitState,
     /// Milliseconds until an open circuit lets a probe through.
     pub open_for_ms: Option<u64>,
     /// Calls and failures in the breaker's current window.
@@ -331,7 +332,7 @@ impl ScatterGather {
                 latencies.sort_by(f64::total_cmp);
                 DestinationStatus {
                     name: name.clone(),
-                    circuit: d.breaker.state(now).as_str(),
+                    circuit: d.breaker.state(now),
                     open_for_ms: d
                         .breaker
                         .open_until()
