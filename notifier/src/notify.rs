@@ -233,11 +233,10 @@ impl Handler {
         let Some(history) = &self.history else {
             return Ok(false);
         };
-        let status = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            history.status(&event.id)
-        })
-        .await?;
-        Ok(status == Some(pipeline::order::OrderStatus::Notified))
+        let notified = pipeline::order::OrderStatus::Notified;
+        history
+            .reached(&event.id, notified, self.transient_retry, &self.shutdown)
+            .await
     }
 
     /// `order.notified` on `orders.topic`, confirmed (for the history).

@@ -246,11 +246,10 @@ impl Handler {
         let Some(history) = &self.history else {
             return Ok(false);
         };
-        let status = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            history.status(&order.id)
-        })
-        .await?;
-        Ok(status.is_some_and(|s| s.rank() >= pipeline::order::OrderStatus::Reserved.rank()))
+        let decided = pipeline::order::OrderStatus::Reserved;
+        history
+            .reached(&order.id, decided, self.transient_retry, &self.shutdown)
+            .await
     }
 
     /// Publishes one event with a confirm, retrying transient failures.

@@ -97,6 +97,22 @@ impl HistoryClient {
             .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse)))
     }
 
+    /// Whether the history has order `id` at `status` or past it: what a
+    /// worker asks about an order that has no Redis record (its record may
+    /// have expired after it finished). A history that does not answer is
+    /// retried as a transient failure for `retry`, then an error (the
+    /// message waits rather than being decided blind).
+    pub async fn reached(
+        &self,
+        id: &OrderId,
+        status: OrderStatus,
+        retry: Duration,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let seen = crate::retry::transient(retry, shutdown, || self.status(id)).await?;
+        Ok(seen.is_some_and(|s| s.rank() >= status.rank()))
+    }
+
     /// Every replica's `/health` (role, lag), in `HISTORY_URLS` order.
     pub async fn replicas(&self) -> Vec<ReplicaHealth> {
         let calls = self.urls.iter().map(|base| async move {
