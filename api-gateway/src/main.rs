@@ -4,7 +4,7 @@ use api_gateway::{Application, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("api-gateway")?;
+    let _log = pipeline::telemetry::init("api-gateway")?;
     let config = GatewayConfig::from_env()?;
     let shutdown = pipeline::shutdown::on_signal();
     Application::build(config, shutdown)

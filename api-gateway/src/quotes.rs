@@ -23,7 +23,7 @@ use pipeline::scatter::{
     Settings, Slot,
 };
 use pipeline::shutdown::CancellationToken;
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use tokio::time::Instant;
 
 /// `QUOTE_*`: who is asked and how long quotes live.
@@ -191,7 +191,7 @@ pub struct Quotes {
     destinations: Vec<Destination>,
     names: Vec<String>,
     sg: ScatterGather,
-    pool: Pool,
+    pool: Redis,
     keys: Keys,
 }
 
@@ -199,7 +199,7 @@ impl Quotes {
     pub fn start(
         config: QuotesConfig,
         broker: &Broker,
-        pool: Pool,
+        pool: Redis,
         keys: Keys,
         shutdown: CancellationToken,
     ) -> Self {
@@ -341,8 +341,8 @@ impl Quotes {
             .arg(keep_until_ms)
             .ignore();
         }
-        let mut conn = self.pool.get().await?;
-        let () = pipe.query_async(&mut *conn).await?;
+        let mut conn = self.pool.connection();
+        let () = pipe.query_async(&mut conn).await?;
         Ok(issued)
     }
 }

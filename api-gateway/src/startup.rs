@@ -10,7 +10,7 @@ use pipeline::amqp::Broker;
 use pipeline::keys::Keys;
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 
 use crate::config::GatewayConfig;
 use crate::idempotency::Store;
@@ -20,7 +20,7 @@ use crate::routes;
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Broker,
-    pub pool: Pool,
+    pub pool: Redis,
     pub keys: Keys,
     pub store: Store,
     pub request_timeout: Duration,

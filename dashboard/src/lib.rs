@@ -31,7 +31,7 @@ use pipeline::http::Problem;
 use pipeline::keys::Keys;
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use serde::Serialize;
 
 use tokio::sync::watch;
@@ -68,7 +68,7 @@ pub struct Update {
 
 #[derive(Clone)]
 struct AppState {
-    pool: Pool,
+    pool: Redis,
     keys: Keys,
     broker: Broker,
     updates: watch::Receiver<Option<Arc<Update>>>,

@@ -4,7 +4,7 @@ use dashboard::{Dashboard, DashboardConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("dashboard")?;
+    let _log = pipeline::telemetry::init("dashboard")?;
     let config = DashboardConfig::from_env()?;
     let shutdown = pipeline::shutdown::on_signal();
     Dashboard::build(config, shutdown)

@@ -10,7 +10,7 @@ use pipeline::domain::OrderId;
 use pipeline::keys::Keys;
 use pipeline::messages::RejectReason;
 use pipeline::order::counter;
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;
@@ -180,7 +180,7 @@ pub use pipeline::amqp::topology::QUEUES;
 /// shows as zero/`null` and flips its health flag, never fails the whole (a
 /// history replica or the gateway that does not answer is shown as such).
 pub async fn collect(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     broker: &Broker,
     inventory: &InventoryKeys,
@@ -223,11 +223,11 @@ pub async fn collect(
 }
 
 async fn read_redis(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     inventory_keys: &InventoryKeys,
 ) -> anyhow::Result<(Orders, Vec<Stock>, Notifications)> {
-    let mut conn = pool.get().await?;
+    let mut conn = pool.connection();
     let c: HashMap<String, i64> = conn.hgetall(keys.counters()).await?;
     let get = |name: &str| c.get(name).copied().unwrap_or(0).max(0) as u64;
     let orders = Orders {
@@ -252,10 +252,8 @@ async fn read_redis(
     let inventory_keys = inventory_keys.get(pool, keys).await?;
     let mut inventory = Vec::with_capacity(inventory_keys.len());
     for chunk in inventory_keys.chunks(500) {
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(chunk)
-            .query_async(&mut *conn)
-            .await?;
+        let values: Vec<Option<String>> =
+            redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
         for (key, value) in chunk.iter().zip(values) {
             let (Some(sku), Some(value)) = (keys.sku_of(key), value) else {
                 continue;
@@ -326,14 +324,14 @@ impl InventoryKeys {
         }
     }
 
-    async fn get(&self, pool: &Pool, keys: &Keys) -> anyhow::Result<Vec<String>> {
+    async fn get(&self, pool: &Redis, keys: &Keys) -> anyhow::Result<Vec<String>> {
         let mut cached = self.cached.lock().await;
         if let Some((at, list)) = &*cached
             && at.elapsed() < self.every
         {
             return Ok(list.clone());
         }
-        let mut conn = pool.get().await?;
+        let mut conn = pool.connection();
         let iter = conn
             .scan_options::<String>(
                 redis::ScanOptions::default()
@@ -350,8 +348,8 @@ impl InventoryKeys {
 
 /// The newest messages that disagreed with their order's record, newest
 /// first, as `reserve.lua` described them.
-pub async fn recent_anomalies(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
-    let mut conn = pool.get().await?;
+pub async fn recent_anomalies(pool: &Redis, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
+    let mut conn = pool.connection();
     let raw: Vec<String> = conn.lrange(keys.anomalies(), 0, n - 1).await?;
     Ok(raw
         .iter()
@@ -360,8 +358,8 @@ pub async fn recent_anomalies(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Res
 }
 
 /// The newest orders, newest first, with their state.
-pub async fn recent_orders(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
-    let mut conn = pool.get().await?;
+pub async fn recent_orders(pool: &Redis, keys: &Keys, n: isize) -> anyhow::Result<Vec<Value>> {
+    let mut conn = pool.connection();
     let ids: Vec<OrderId> = conn
         .lrange::<_, Vec<String>>(keys.recent_orders(), 0, n - 1)
         .await?
@@ -376,7 +374,7 @@ pub async fn recent_orders(pool: &Pool, keys: &Keys, n: isize) -> anyhow::Result
     for id in &ids {
         pipe.hgetall(keys.order(id));
     }
-    let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut *conn).await?;
+    let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
     Ok(ids
         .iter()
         .zip(hashes)

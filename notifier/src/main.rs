@@ -13,7 +13,7 @@ const USAGE: &str = "usage: notifier [replay-dlq [--limit N]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("notifier")?;
+    let _log = pipeline::telemetry::init("notifier")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {

@@ -28,7 +28,7 @@ use pipeline::amqp::{Broker, Disposition, header};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderNotified, Outcome};
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use pipeline::trace::TraceParent;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ pub struct Handler {
     /// Asked only when an order has neither a notification nor an order
     /// record (`None`: no history deployed, such an order is notified).
     pub history: Option<HistoryClient>,
-    pub pool: Pool,
+    pub pool: Redis,
     pub keys: Keys,
     pub sink: Sink,
     pub claim: Duration,
@@ -272,7 +272,7 @@ impl Handler {
         token: &str,
         adopt: bool,
     ) -> anyhow::Result<Claim> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pool.connection();
         let reply: Vec<String> = CLAIM
             .key(self.keys.notification(&event.id))
             .key(self.keys.counters())
@@ -282,7 +282,7 @@ impl Handler {
             .arg(&n.event_id)
             .arg(self.sink.name())
             .arg(if adopt { "1" } else { "0" })
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         match reply.as_slice() {
             [tag, at, channel] if tag == "sent" => Ok(Claim::Sent {

@@ -134,7 +134,7 @@ pub async fn rebuild(
         .context("DATABASE_URL / HISTORY_SCHEMA")?;
     db.migrate().await?;
     let broker = pipeline::amqp::Broker::connect(config.broker.clone(), shutdown.clone()).await?;
-    let redis = pipeline::store::create_pool(&config.redis)?;
+    let redis = pipeline::store::connect(&config.redis)?;
     let state = State::new();
     let replica = Replica {
         name: format!("{}-rebuild", config.replica),

@@ -11,7 +11,7 @@ const USAGE: &str = "usage: order-history [rebuild]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("order-history")?;
+    let _log = pipeline::telemetry::init("order-history")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let shutdown = pipeline::shutdown::on_signal();

@@ -28,7 +28,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use pipeline::amqp::{Broker, header};
 use pipeline::keys::Keys;
 use pipeline::shutdown::CancellationToken;
-use pipeline::store::Pool as RedisPool;
+use pipeline::store::Redis as RedisPool;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 

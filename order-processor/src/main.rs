@@ -11,7 +11,7 @@ const USAGE: &str = "usage: order-processor [replay-dlq [--limit N]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("order-processor")?;
+    let _log = pipeline::telemetry::init("order-processor")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {

@@ -31,7 +31,7 @@ use pipeline::amqp::{Broker, Disposition, header, previous_deliveries};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderParked, OrderPlaced};
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use pipeline::trace::TraceParent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ pub type AfterCommit =
 #[derive(Clone)]
 pub struct Handler {
     pub broker: Broker,
-    pub pool: Pool,
+    pub pool: Redis,
     pub keys: Keys,
     pub transient_retry: Duration,
     pub shutdown: CancellationToken,

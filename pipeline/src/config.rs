@@ -162,9 +162,8 @@ pub fn parse_urls(var: &str, raw: &str) -> Result<Vec<AMQPUri>, ConfigError> {
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     pub url: String,
-    pub pool_size: usize,
-    /// `REDIS_TIMEOUT_MS`: bounds waiting for, creating and recycling a pooled
-    /// connection, so a dead Redis turns into an error instead of a hang.
+    /// `REDIS_TIMEOUT_MS`: bounds opening the connection, so a dead Redis
+    /// turns into an error instead of a hang.
     pub timeout: Duration,
     /// `REDIS_RESPONSE_TIMEOUT_MS`: the longest wait for one reply. Generous on
     /// purpose: a reply taken as lost after a script ran makes the caller retry
@@ -188,17 +187,8 @@ impl RedisConfig {
                 "expected redis://host:port[/db]",
             ));
         }
-        let pool_size: usize = parse_or("REDIS_POOL_SIZE", 16)?;
-        if pool_size == 0 {
-            return Err(ConfigError::new(
-                "REDIS_POOL_SIZE",
-                "0",
-                "must be at least 1",
-            ));
-        }
         Ok(Self {
             url,
-            pool_size,
             timeout: millis_or("REDIS_TIMEOUT_MS", 2_000)?,
             response_timeout: millis_or("REDIS_RESPONSE_TIMEOUT_MS", 5_000)?,
             key_prefix: var_or("REDIS_KEY_PREFIX", ""),

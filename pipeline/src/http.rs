@@ -408,7 +408,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 #[derive(Clone)]
 pub struct Ops {
     pub service: &'static str,
-    pub pool: crate::store::Pool,
+    pub pool: crate::store::Redis,
     pub broker: crate::amqp::Broker,
 }
 

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use crate::store::Pool;
+use crate::store::Redis;
 use anyhow::Context;
 use axum::Router;
 use lapin::message::Delivery;
@@ -24,7 +24,7 @@ use crate::keys::Keys;
 pub struct Base {
     pub service: &'static str,
     pub broker: Broker,
-    pub pool: Pool,
+    pub pool: Redis,
     pub keys: Keys,
     pub listener: TcpListener,
     pub limits: Limits,
@@ -44,7 +44,7 @@ impl Base {
         let broker = Broker::connect(broker, shutdown.clone())
             .await
             .context("connecting to the broker")?;
-        let pool = crate::store::create_pool(redis).context("creating the Redis pool")?;
+        let pool = crate::store::connect(redis).context("creating the Redis pool")?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

@@ -1,22 +1,44 @@
 //! Logs and metrics, set up in one place for every service.
 //!
 //! `RUST_LOG` filters (default `info`), `LOG_FORMAT` picks `pretty` (default) or
-//! `json`. Metrics go through the `metrics` facade into one process-wide
+//! `json`. Log lines are formatted where they happen but written by a
+//! background thread through a buffer, so a busy service (the notifier's `log`
+//! sink writes a line per notification) never waits on its output, and lines
+//! logged in a burst go out in a few writes. Nothing is dropped: a full buffer
+//! (128k lines) makes the logging task wait. Keep the [`LogGuard`] alive for
+//! the life of the process; dropping it flushes what is left. Colours only
+//! when stdout is a terminal. Metrics go through the `metrics` facade into one process-wide
 //! Prometheus recorder; each service exposes it at `GET /metrics`.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{ConfigError, var_or};
 
-/// Installs the global tracing subscriber. Call once, first thing in `main`.
-pub fn init(service: &str) -> Result<(), ConfigError> {
+/// Flushes the log writer when dropped; hold it until `main` returns.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+
+/// Installs the global tracing subscriber. Call once, first thing in `main`,
+/// and keep the guard: `let _log = telemetry::init("name")?;`.
+pub fn init(service: &str) -> Result<LogGuard, ConfigError> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new("info"))
         .map_err(|e| ConfigError::new("RUST_LOG", &var_or("RUST_LOG", ""), e))?;
     let format = var_or("LOG_FORMAT", "pretty");
+    let ansi = std::io::stdout().is_terminal();
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let registry = tracing_subscriber::registry().with(filter);
     match format.as_str() {
         "json" => registry
@@ -24,10 +46,13 @@ pub fn init(service: &str) -> Result<(), ConfigError> {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_writer(writer),
             )
             .init(),
-        "pretty" => registry.with(fmt::layer().compact()).init(),
+        "pretty" => registry
+            .with(fmt::layer().compact().with_ansi(ansi).with_writer(writer))
+            .init(),
         other => {
             return Err(ConfigError::new(
                 "LOG_FORMAT",
@@ -37,7 +62,7 @@ pub fn init(service: &str) -> Result<(), ConfigError> {
         }
     }
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
-    Ok(())
+    Ok(LogGuard(guard))
 }
 
 /// Latency buckets in seconds, from a fast Redis hit to a slow broker confirm.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::Pool;
+use crate::store::Redis;
 use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
 
@@ -49,12 +49,12 @@ pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
 /// `with_notification`, also its notification's status, channel, attempts and
 /// last error.
 pub async fn load_order(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     id: &OrderId,
     with_notification: bool,
 ) -> anyhow::Result<Option<Value>> {
-    let mut conn = pool.get().await?;
+    let mut conn = pool.connection();
     let fields: BTreeMap<String, String> = conn.hgetall(keys.order(id)).await?;
     // A claimed id whose message was never confirmed is no order (yet).
     if !fields.contains_key("status") {

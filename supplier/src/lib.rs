@@ -26,7 +26,7 @@ use pipeline::messages::now_ms;
 use pipeline::quotes::{CatalogEntry, QuoteReply, QuoteRequest, SupplierId, Unavailable};
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
-use pipeline::store::Pool;
+use pipeline::store::Redis;
 use redis::AsyncCommands;
 
 pub use config::SupplierConfig;
@@ -41,7 +41,7 @@ pub struct Supplier {
 struct State {
     id: SupplierId,
     broker: Broker,
-    pool: Pool,
+    pool: Redis,
     keys: Keys,
     delay: Duration,
     failure_rate: f64,
@@ -110,7 +110,7 @@ impl Supplier {
 /// Writes the demo catalog of `supplier` if its hash does not exist; `true`
 /// if it wrote it. An operator's catalog is never touched.
 pub async fn seed_demo_catalog(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     supplier: &SupplierId,
 ) -> anyhow::Result<bool> {
@@ -124,8 +124,8 @@ pub async fn seed_demo_catalog(
     for (sku, entry) in pipeline::quotes::demo_catalog(supplier.as_str()) {
         invocation.arg(sku).arg(serde_json::to_string(&entry)?);
     }
-    let mut conn = pool.get().await?;
-    let written: i64 = invocation.invoke_async(&mut *conn).await?;
+    let mut conn = pool.connection();
+    let written: i64 = invocation.invoke_async(&mut conn).await?;
     Ok(written == 1)
 }
 
@@ -194,17 +194,13 @@ impl State {
                 "failed",
             )
         };
-        let raw: Option<String> = match self.pool.get().await {
-            Ok(mut conn) => match conn
-                .hget(self.keys.catalog(&self.id), request.sku.as_str())
-                .await
-            {
-                Ok(raw) => raw,
-                Err(e) => {
-                    tracing::warn!(error = %e, "catalog unavailable");
-                    return failed("catalog unavailable".into());
-                }
-            },
+        let raw: Option<String> = match self
+            .pool
+            .connection()
+            .hget(self.keys.catalog(&self.id), request.sku.as_str())
+            .await
+        {
+            Ok(raw) => raw,
             Err(e) => {
                 tracing::warn!(error = %e, "catalog unavailable");
                 return failed("catalog unavailable".into());

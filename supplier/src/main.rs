@@ -12,7 +12,7 @@ const USAGE: &str = "usage: supplier [seed-demo]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::telemetry::init("supplier")?;
+    let _log = pipeline::telemetry::init("supplier")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         }
         ["seed-demo"] => {
             let redis = RedisConfig::from_env()?;
-            let pool = pipeline::store::create_pool(&redis)?;
+            let pool = pipeline::store::connect(&redis)?;
             let keys = pipeline::keys::Keys::new(redis.key_prefix.clone());
             for id in pipeline::quotes::DEMO_SUPPLIERS {
                 let id = pipeline::quotes::SupplierId::parse(id)?;

@@ -43,7 +43,6 @@ pub fn broker_config(prefix: &str, connection_name: &str) -> BrokerConfig {
 pub fn redis_config(prefix: &str) -> RedisConfig {
     RedisConfig {
         url: redis_url(),
-        pool_size: 16,
         timeout: Duration::from_millis(1000),
         response_timeout: Duration::from_secs(5),
         key_prefix: prefix.replace('.', ":"),

@@ -66,9 +66,11 @@ fn init_logs() {
 }
 
 fn tracing_subscriber_init() -> Option<()> {
-    // Logs only when asked for (RUST_LOG=debug cargo nextest run ...).
+    // Logs only when asked for (RUST_LOG=debug cargo nextest run ...), for
+    // the whole test process: the writer's guard is never dropped.
     std::env::var("RUST_LOG").ok()?;
-    pipeline::telemetry::init("api-gateway-test").ok()
+    std::mem::forget(pipeline::telemetry::init("api-gateway-test").ok()?);
+    Some(())
 }
 
 impl TestApp {
@@ -138,7 +140,7 @@ impl TestApp {
     /// instance would see them (its configured lease and key lifetime).
     pub fn store(&self) -> api_gateway::idempotency::Store {
         api_gateway::idempotency::Store::new(
-            pipeline::store::create_pool(&self.config.redis).unwrap(),
+            pipeline::store::connect(&self.config.redis).unwrap(),
             pipeline::keys::Keys::new(self.config.redis.key_prefix.clone()),
             self.config.lifetimes,
         )

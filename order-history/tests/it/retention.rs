@@ -146,7 +146,7 @@ async fn an_id_the_filter_flags_but_the_history_never_saw_is_a_new_order() {
     // Put "lucky" into the filter the way retention does, then forget it: to
     // the gateway it now looks like a retired id the history never saw (a
     // false positive of the filter).
-    let pool = pipeline::store::create_pool(&testkit::redis_config(&w.prefix)).unwrap();
+    let pool = pipeline::store::connect(&testkit::redis_config(&w.prefix)).unwrap();
     let keys = pipeline::keys::Keys::new(testkit::redis_config(&w.prefix).key_prefix);
     let order = w.key("order:lucky");
     let _: () = w.redis.hset(&order, "status", "notified").await.unwrap();

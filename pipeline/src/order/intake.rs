@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
 use crate::keys::Keys;
 use crate::quotes::{QuoteId, QuoteTerms};
-use crate::store::Pool;
+use crate::store::Redis;
 
 use super::{ACCEPT, INTAKE, RECENT_ORDERS, RELEASE};
 
@@ -156,13 +156,13 @@ impl Intake {
 /// The intake records in Redis.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pool: Redis,
     keys: Keys,
     lifetimes: Lifetimes,
 }
 
 impl Store {
-    pub fn new(pool: Pool, keys: Keys, lifetimes: Lifetimes) -> Self {
+    pub fn new(pool: Redis, keys: Keys, lifetimes: Lifetimes) -> Self {
         Self {
             pool,
             keys,
@@ -258,8 +258,8 @@ impl Store {
                     .unwrap_or_default(),
             )
             .arg(request.quote.as_ref().map(QuoteId::as_str).unwrap_or(""));
-        let mut conn = self.pool.get().await?;
-        Ok(invocation.invoke_async(&mut *conn).await?)
+        let mut conn = self.pool.connection();
+        Ok(invocation.invoke_async(&mut conn).await?)
     }
 
     /// Gives the claim back after a publish that was not confirmed; the key
@@ -271,8 +271,8 @@ impl Store {
             invocation.key(self.keys.idempotency(key.as_str()));
         }
         invocation.arg(&claim.token);
-        let mut conn = self.pool.get().await?;
-        let _: i64 = invocation.invoke_async(&mut *conn).await?;
+        let mut conn = self.pool.connection();
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(())
     }
 
@@ -293,8 +293,8 @@ impl Store {
             .arg(self.lifetimes.done.as_millis() as u64)
             .arg(claim.id.as_str())
             .arg(RECENT_ORDERS);
-        let mut conn = self.pool.get().await?;
-        let _: i64 = invocation.invoke_async(&mut *conn).await?;
+        let mut conn = self.pool.connection();
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(())
     }
 }

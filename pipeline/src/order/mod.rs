@@ -25,7 +25,7 @@ use redis::Script;
 use crate::domain::{OrderId, Quantity, Sku};
 use crate::keys::Keys;
 use crate::messages::{Outcome, RejectReason};
-use crate::store::Pool;
+use crate::store::Redis;
 
 pub use intake::{Claim, Intake, IntakeRequest, Lifetimes, StoredResponse};
 
@@ -153,7 +153,7 @@ pub const RETIRED_FILTER_BITS: u64 = 1 << 26;
 /// record says they are finished (see `retire.lua`); the history calls it once
 /// it holds them. Returns how many were set to expire.
 pub async fn retire(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     ids: &[OrderId],
     retention: std::time::Duration,
@@ -172,8 +172,8 @@ pub async fn retire(
     for id in ids {
         script.arg(id.as_str());
     }
-    let mut conn = pool.get().await?;
-    let retired: usize = script.invoke_async(&mut *conn).await?;
+    let mut conn = pool.connection();
+    let retired: usize = script.invoke_async(&mut conn).await?;
     Ok(retired)
 }
 
@@ -212,7 +212,7 @@ pub enum Verdict {
 /// order's `quote` must match the record's too, and is adopted with it.
 #[allow(clippy::too_many_arguments)]
 pub async fn reserve(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     id: &OrderId,
     sku: &Sku,
@@ -221,7 +221,7 @@ pub async fn reserve(
     message_id: &str,
     adopt: bool,
 ) -> anyhow::Result<Verdict> {
-    let mut conn = pool.get().await?;
+    let mut conn = pool.connection();
     let terms: [String; 6] = match quote {
         Some(q) => [
             q.quote_id.as_str().to_owned(),
@@ -246,7 +246,7 @@ pub async fn reserve(
         .arg(id.as_str())
         .arg(if adopt { "1" } else { "0" })
         .arg(&terms)
-        .invoke_async(&mut *conn)
+        .invoke_async(&mut conn)
         .await?;
     parse_verdict(reply)
 }
@@ -304,12 +304,12 @@ pub struct Attempt<'a> {
 /// Records a notification attempt (see `notified.lua`); once the
 /// notification is recorded as sent (by this call or before), when that was.
 pub async fn record_notification(
-    pool: &Pool,
+    pool: &Redis,
     keys: &Keys,
     id: &OrderId,
     attempt: &Attempt<'_>,
 ) -> anyhow::Result<Option<u64>> {
-    let mut conn = pool.get().await?;
+    let mut conn = pool.connection();
     let (_, sent_at): (u8, String) = NOTIFIED
         .key(keys.notification(id))
         .key(keys.order(id))
@@ -319,7 +319,7 @@ pub async fn record_notification(
         .arg(attempt.attempts)
         .arg(attempt.sink)
         .arg(attempt.error)
-        .invoke_async(&mut *conn)
+        .invoke_async(&mut conn)
         .await?;
     Ok(sent_at.parse().ok())
 }

@@ -47,7 +47,7 @@ async fn a_bad_catalog_entry_is_an_error_reply_naming_the_sku() {
 async fn the_demo_catalog_is_written_only_where_none_exists() {
     let prefix = testkit::unique_prefix();
     let redis_config = testkit::redis_config(&prefix);
-    let pool = pipeline::store::create_pool(&redis_config).unwrap();
+    let pool = pipeline::store::connect(&redis_config).unwrap();
     let keys = pipeline::keys::Keys::new(redis_config.key_prefix.clone());
     let acme = pipeline::quotes::SupplierId::parse("acme").unwrap();
     assert!(
