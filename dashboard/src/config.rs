@@ -21,8 +21,10 @@ pub struct DashboardConfig {
     pub history: Duration,
     /// `LOW_STOCK`: stock at or below this is highlighted.
     pub low_stock: i64,
-    /// `INVENTORY_RESCAN_SECS`: how often the `inventory:*` keys are looked
-    /// for again with SCAN (a new SKU shows up within this).
+    /// `INVENTORY_RESCAN_SECS`: only where Redis refuses to turn on keyspace
+    /// notifications: how often the `inventory:*` keys are looked for again
+    /// with SCAN (a new SKU shows up within this). Otherwise new SKUs are
+    /// reported by Redis and show up at the next sample.
     pub inventory_rescan: Duration,
     /// `SSE_MAX_CLIENTS`: live pages served at once.
     pub sse_max_clients: usize,

@@ -1,6 +1,7 @@
 //! dashboard: what an operator watches.
 //!
-//! A sampler reads the pipeline's figures (Redis counters, inventory via SCAN,
+//! A sampler reads the pipeline's figures (Redis counters, inventory from a SKU
+//! registry kept current by keyspace notifications,
 //! notification tallies, queue depths by passive declare, the order-history
 //! replicas' health, the gateway's suppliers) every
 //! `SAMPLE_INTERVAL_MS` and keeps `HISTORY_SECS` of them. `GET /` is a live page
@@ -10,6 +11,7 @@
 pub mod config;
 pub mod gateway;
 pub mod prometheus;
+pub mod skus;
 pub mod snapshot;
 
 use std::collections::VecDeque;
@@ -73,7 +75,7 @@ struct AppState {
     broker: Broker,
     updates: watch::Receiver<Option<Arc<Update>>>,
     history: Arc<Mutex<VecDeque<Point>>>,
-    inventory: Arc<snapshot::InventoryKeys>,
+    inventory: Arc<skus::SkuRegistry>,
     order_history: Option<pipeline::history::HistoryClient>,
     gateway: Option<gateway::GatewayClient>,
     /// One permit per open live page (`SSE_MAX_CLIENTS`).
@@ -136,12 +138,18 @@ impl Dashboard {
             broker: self.base.broker.clone(),
             updates: rx,
             history: history.clone(),
-            inventory: Arc::new(snapshot::InventoryKeys::new(self.config.inventory_rescan)),
+            inventory: skus::SkuRegistry::new(self.config.inventory_rescan),
             order_history: self.config.order_history.clone(),
             gateway: self.config.gateway.clone(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(self.config.sse_max_clients)),
             keep_alive: (self.config.http.idle_timeout / 3).min(std::time::Duration::from_secs(15)),
         };
+        state.inventory.spawn_watcher(
+            &self.config.redis,
+            state.pool.clone(),
+            state.keys.clone(),
+            self.base.shutdown.clone(),
+        );
         let sampler = tokio::spawn(sample(
             state.clone(),
             tx,

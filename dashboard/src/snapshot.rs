@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use futures_util::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use pipeline::amqp::Broker;
@@ -16,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::gateway::GatewayClient;
+use crate::skus::SkuRegistry;
 
 /// Everything on the page, at one moment.
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +172,9 @@ pub struct Health {
     pub broker: bool,
     /// The node the dashboard is connected to.
     pub broker_node: Option<String>,
+    /// New SKUs are reported by Redis (keyspace notifications); `false`:
+    /// found by a SCAN every `INVENTORY_RESCAN_SECS`.
+    pub inventory_watch: bool,
 }
 
 pub use pipeline::amqp::topology::QUEUES;
@@ -183,7 +186,7 @@ pub async fn collect(
     pool: &Redis,
     keys: &Keys,
     broker: &Broker,
-    inventory: &InventoryKeys,
+    inventory: &SkuRegistry,
     order_history: Option<&pipeline::history::HistoryClient>,
     gateway: Option<&GatewayClient>,
 ) -> Snapshot {
@@ -194,6 +197,7 @@ pub async fn collect(
         gateway_suppliers(gateway)
     );
     let link = broker.current();
+    let inventory_watch = inventory.watching();
     let (orders, inventory, notifications, redis_ok) = match redis {
         Ok((o, i, n)) => (o, i, n, true),
         Err(e) => {
@@ -216,6 +220,7 @@ pub async fn collect(
             redis: redis_ok,
             broker: link.is_some(),
             broker_node: link.map(|l| l.node.clone()),
+            inventory_watch,
         },
         history,
         suppliers,
@@ -225,7 +230,7 @@ pub async fn collect(
 async fn read_redis(
     pool: &Redis,
     keys: &Keys,
-    inventory_keys: &InventoryKeys,
+    registry: &SkuRegistry,
 ) -> anyhow::Result<(Orders, Vec<Stock>, Notifications)> {
     let mut conn = pool.connection();
     let c: HashMap<String, i64> = conn.hgetall(keys.counters()).await?;
@@ -248,14 +253,18 @@ async fn read_redis(
         failed: get(counter::NOTIFICATIONS_FAILED),
     };
 
-    // The inventory keys (found by SCAN, cached), then their values by MGET.
-    let inventory_keys = inventory_keys.get(pool, keys).await?;
+    // The inventory keys (the registry), then their values by MGET.
+    let inventory_keys = registry.list(pool, keys).await?;
     let mut inventory = Vec::with_capacity(inventory_keys.len());
     for chunk in inventory_keys.chunks(500) {
         let values: Vec<Option<String>> =
             redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
         for (key, value) in chunk.iter().zip(values) {
-            let (Some(sku), Some(value)) = (keys.sku_of(key), value) else {
+            let Some(value) = value else {
+                registry.forget(key); // deleted since it was registered
+                continue;
+            };
+            let Some(sku) = keys.sku_of(key) else {
                 continue;
             };
             // A value that is not an integer is shown as such, never left
@@ -302,48 +311,6 @@ async fn queue_depths(broker: &Broker) -> BTreeMap<&'static str, Option<u32>> {
     }
     let _ = channel.close(200, "done".into()).await;
     depths
-}
-
-/// The `inventory:*` keys, found with SCAN and remembered for a while.
-///
-/// SCAN visits the whole keyspace, and with every order's records in it a full
-/// pass costs Redis real time (about 3 ms per 1,000 keys visited, blocking every
-/// other client). Doing it every sample throttled the whole pipeline, so the
-/// list is refreshed only every `INVENTORY_RESCAN_SECS`; stock values themselves
-/// are read fresh each time.
-pub struct InventoryKeys {
-    every: std::time::Duration,
-    cached: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
-}
-
-impl InventoryKeys {
-    pub fn new(every: std::time::Duration) -> Self {
-        Self {
-            every,
-            cached: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    async fn get(&self, pool: &Redis, keys: &Keys) -> anyhow::Result<Vec<String>> {
-        let mut cached = self.cached.lock().await;
-        if let Some((at, list)) = &*cached
-            && at.elapsed() < self.every
-        {
-            return Ok(list.clone());
-        }
-        let mut conn = pool.connection();
-        let iter = conn
-            .scan_options::<String>(
-                redis::ScanOptions::default()
-                    .with_pattern(keys.inventory_pattern())
-                    .with_count(1000),
-            )
-            .await?;
-        let mut list: Vec<String> = iter.filter_map(|k| async move { k.ok() }).collect().await;
-        list.sort();
-        *cached = Some((std::time::Instant::now(), list.clone()));
-        Ok(list)
-    }
 }
 
 /// The newest messages that disagreed with their order's record, newest

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         redis: fx.redis_config.clone(),
         http: testkit::http_limits(),
         prefetch,
+        batch: 32,
         transient_retry: Duration::from_secs(10),
         sink: SinkConfig::Log,
         claim: Duration::from_secs(60),

@@ -17,6 +17,9 @@ pub struct NotifierConfig {
     pub http: pipeline::http::Limits,
     /// `PREFETCH`: deliveries handled at once.
     pub prefetch: u16,
+    /// `WORKER_BATCH`: deliveries handed to the handler at once (and acked
+    /// with one `multiple` ack).
+    pub batch: usize,
     /// `TRANSIENT_RETRY_MS`: how long a Redis failure is retried before the
     /// delivery is put back on the queue.
     pub transient_retry: Duration,
@@ -95,6 +98,7 @@ impl NotifierConfig {
             redis: RedisConfig::from_env()?,
             http: pipeline::config::http_limits_from_env()?,
             prefetch,
+            batch: pipeline::config::worker_batch()?,
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
             sink,
             claim,

@@ -26,6 +26,7 @@ pub struct Notifier {
     base: Base,
     handler: Handler,
     prefetch: u16,
+    batch: usize,
 }
 
 impl Notifier {
@@ -75,6 +76,7 @@ impl Notifier {
             base,
             handler,
             prefetch: config.prefetch,
+            batch: config.batch,
         })
     }
 
@@ -92,14 +94,18 @@ impl Notifier {
         let options = ConsumeOptions {
             queue: self.base.broker.topology().notifier_queue(),
             prefetch: self.prefetch,
+            batch: self.batch,
             tag: format!("notifier-{}", std::process::id()),
         };
         let handler = self.handler;
         self.base
-            .run_worker(options, move |delivery| {
-                let handler = handler.clone();
-                async move { handler.handle(delivery).await }
-            })
+            .run_worker(
+                options,
+                pipeline::amqp::each(move |delivery| {
+                    let handler = handler.clone();
+                    async move { handler.handle(delivery).await }
+                }),
+            )
             .await
     }
 }

@@ -15,6 +15,9 @@ pub struct ProcessorConfig {
     pub http: pipeline::http::Limits,
     /// `PREFETCH`: deliveries processed at once.
     pub prefetch: u16,
+    /// `WORKER_BATCH`: deliveries handed to the handler at once (and acked
+    /// with one `multiple` ack).
+    pub batch: usize,
     /// `TRANSIENT_RETRY_MS`: how long one delivery keeps retrying a transient
     /// failure (Redis down, no publish confirm) before it is put back on the
     /// queue, which counts against `DELIVERY_LIMIT`.
@@ -36,6 +39,7 @@ impl ProcessorConfig {
             redis: RedisConfig::from_env()?,
             http: pipeline::config::http_limits_from_env()?,
             prefetch,
+            batch: pipeline::config::worker_batch()?,
             transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
             history: pipeline::history::HistoryClient::from_env()?,
         })

@@ -23,6 +23,7 @@ pub struct Processor {
     base: Base,
     handler: Handler,
     prefetch: u16,
+    batch: usize,
 }
 
 impl Processor {
@@ -62,6 +63,7 @@ impl Processor {
             base,
             handler,
             prefetch: config.prefetch,
+            batch: config.batch,
         })
     }
 
@@ -80,14 +82,18 @@ impl Processor {
         let options = ConsumeOptions {
             queue: self.base.broker.topology().orders_queue(),
             prefetch: self.prefetch,
+            batch: self.batch,
             tag: format!("order-processor-{}", std::process::id()),
         };
         let handler = self.handler;
         self.base
-            .run_worker(options, move |delivery| {
-                let handler = handler.clone();
-                async move { handler.handle(delivery).await }
-            })
+            .run_worker(
+                options,
+                pipeline::amqp::each(move |delivery| {
+                    let handler = handler.clone();
+                    async move { handler.handle(delivery).await }
+                }),
+            )
             .await
     }
 }

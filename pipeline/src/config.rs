@@ -196,6 +196,21 @@ impl RedisConfig {
     }
 }
 
+/// `WORKER_BATCH`: the most deliveries a worker (order-processor, notifier)
+/// hands its handler at once, and the most finished ones it holds back for
+/// one batched ack (default 32; see [`crate::amqp::consume`]).
+pub fn worker_batch() -> Result<usize, ConfigError> {
+    let batch: usize = parse_or("WORKER_BATCH", 32)?;
+    if batch == 0 || batch > 1024 {
+        return Err(ConfigError::new(
+            "WORKER_BATCH",
+            &batch.to_string(),
+            "must be between 1 and 1024",
+        ));
+    }
+    Ok(batch)
+}
+
 /// The listener limits every service shares (see [`crate::http::Limits`]):
 /// `HTTP_HEADER_TIMEOUT_MS` (10 s), `HTTP_BODY_TIMEOUT_MS` (10 s),
 /// `HTTP_IDLE_TIMEOUT_MS` (30 s), `HTTP_MAX_CONNECTIONS` (1024).

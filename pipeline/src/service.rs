@@ -84,13 +84,15 @@ impl Base {
         })
     }
 
-    /// A worker's whole life: consumes `options.queue` with `handler` and
-    /// serves `/`, `/health` and `/metrics` until shutdown; deliveries in hand
-    /// are settled before the broker link closes.
+    /// A worker's whole life: consumes `options.queue` with `handler` (a
+    /// batch of deliveries in, one disposition each out; see
+    /// [`crate::amqp::consume`]) and serves `/`, `/health` and `/metrics`
+    /// until shutdown; deliveries in hand are settled before the broker link
+    /// closes.
     pub async fn run_worker<H, Fut>(self, options: ConsumeOptions, handler: H) -> anyhow::Result<()>
     where
-        H: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Disposition> + Send + 'static,
+        H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Disposition>> + Send + 'static,
     {
         let consumer = tokio::spawn(consume(
             self.broker.clone(),

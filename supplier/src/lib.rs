@@ -90,19 +90,24 @@ impl Supplier {
         let options = ConsumeOptions {
             queue: self.base.broker.topology().supplier_queue(&self.state.id),
             prefetch: self.prefetch,
+            // Whatever has arrived is answered at once and acked together.
+            batch: usize::from(self.prefetch),
             tag: format!("supplier-{}", self.state.id),
         };
         let state = self.state.clone();
         self.base
-            .run_worker(options, move |delivery| {
-                let state = state.clone();
-                async move {
-                    state.handle(delivery).await;
-                    // A quote request is never retried: a redelivered one
-                    // would be stale, and the gateway has its deadline.
-                    Disposition::Ack
-                }
-            })
+            .run_worker(
+                options,
+                pipeline::amqp::each(move |delivery| {
+                    let state = state.clone();
+                    async move {
+                        state.handle(delivery).await;
+                        // A quote request is never retried: a redelivered one
+                        // would be stale, and the gateway has its deadline.
+                        Disposition::Ack
+                    }
+                }),
+            )
             .await
     }
 }

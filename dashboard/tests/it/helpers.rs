@@ -79,6 +79,7 @@ impl Stack {
                 redis: redis.clone(),
                 http: testkit::http_limits(),
                 prefetch: 32,
+                batch: 32,
                 transient_retry: Duration::from_secs(10),
             },
             shutdown.clone(),
@@ -94,6 +95,7 @@ impl Stack {
                 redis: redis.clone(),
                 http: testkit::http_limits(),
                 prefetch: 32,
+                batch: 32,
                 transient_retry: Duration::from_secs(10),
                 sink: notifier::SinkConfig::Log,
                 claim: Duration::from_secs(30),
@@ -139,7 +141,8 @@ impl Stack {
                 sample_interval: Duration::from_millis(200),
                 history: Duration::from_secs(60),
                 low_stock: 10,
-                inventory_rescan: Duration::from_millis(100),
+                // Only keyspace notifications find a new SKU in time.
+                inventory_rescan: Duration::from_secs(3600),
                 sse_max_clients: 8,
                 order_history: Some(order_history),
                 gateway: Some(dashboard::gateway::GatewayClient::new(

@@ -201,6 +201,48 @@ async fn a_non_integer_stock_value_is_named_and_its_order_counted_as_parked() {
 }
 
 #[tokio::test]
+async fn a_sku_seeded_by_hand_shows_at_the_next_sample_and_a_deleted_one_goes() {
+    let mut s = Stack::start().await;
+    eventually(Duration::from_secs(10), "the SKU watch", || async {
+        s.metrics_json().await["health"]["inventory_watch"] == true
+    })
+    .await;
+    // As an operator would: `redis-cli SET inventory:hand-seeded 40`. The
+    // rescan interval is an hour here, so only the watch can find it.
+    let key = s.world.key("inventory:hand-seeded");
+    let _: () = redis::AsyncCommands::set(&mut s.world.redis, &key, 40)
+        .await
+        .unwrap();
+    let seen = |m: &serde_json::Value| {
+        m["inventory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["sku"] == "hand-seeded" && i["units"] == 40)
+    };
+    eventually(Duration::from_secs(2), "the hand-seeded SKU", || async {
+        seen(&s.metrics_json().await)
+    })
+    .await;
+    let _: () = redis::AsyncCommands::del(&mut s.world.redis, &key)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(2), "the deleted SKU gone", || async {
+        !seen(&s.metrics_json().await)
+    })
+    .await;
+    // Seeded again: reported again.
+    let _: () = redis::AsyncCommands::set(&mut s.world.redis, &key, 40)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(2), "the re-seeded SKU", || async {
+        seen(&s.metrics_json().await)
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn live_pages_are_capped_and_framework_errors_are_problems() {
     let s = Stack::start().await;
     // The test stack serves 8 live pages at once.

@@ -18,6 +18,7 @@ pub fn test_config(prefix: &str) -> ProcessorConfig {
         redis: testkit::redis_config(prefix),
         http: testkit::http_limits(),
         prefetch: 32,
+        batch: 32,
         transient_retry: Duration::from_secs(10),
     }
 }

@@ -1,21 +1,31 @@
-//! Consuming a work queue across broker failovers, with manual acks.
+//! The one worker every consumer plugs into: a work queue consumed across
+//! broker failovers, deliveries handled in batches, acks batched.
 //!
 //! [`consume`] opens a channel on the broker's current link, sets the prefetch
-//! (QoS) limit and hands each delivery to the handler in its own task, so up to
-//! `prefetch` deliveries are processed at once. The handler's [`Disposition`]
-//! is applied on the channel the delivery came from. When the consumer ends
-//! (the server cancelled it, the channel or connection died) it waits for the
-//! broker's next link and consumes again: deliveries that were not acked on the
-//! old channel are redelivered by the broker, never acked on the new one.
+//! (QoS) limit and hands deliveries to the handler in batches: whatever has
+//! arrived when the handler can take more, up to `batch` at a time (so a
+//! batch is one delivery when traffic is light and grows with the load; no
+//! delivery waits for a batch to fill). Several batches may be in the works at
+//! once, up to `prefetch` deliveries. The handler returns one [`Disposition`]
+//! per delivery; a requeue or dead-letter is sent at once for that delivery
+//! alone (a poison message still parks alone), and acks are sent as one
+//! `basic.ack` with `multiple = true` once every older delivery is settled
+//! (see [`settle`](super::settle)). When the consumer ends (the server
+//! cancelled it, the channel or connection died) it waits for the broker's
+//! next link and consumes again: deliveries that were not acked on the old
+//! channel are redelivered by the broker, never acked on the new one.
 //!
-//! On shutdown it cancels the consumer, lets in-flight deliveries finish and
+//! On shutdown it cancels the consumer, lets in-flight batches finish and
 //! settle, and closes the channel.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -25,6 +35,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::settle::{Settle, Settler};
 use super::{Broker, Link};
 
 /// What to do with a delivery once the handler is done with it.
@@ -39,25 +50,52 @@ pub enum Disposition {
     DeadLetter,
 }
 
+impl Disposition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Requeue => "requeue",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// Where and how to consume.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
     pub queue: String,
     /// Deliveries in flight at once (AMQP prefetch).
     pub prefetch: u16,
+    /// The most deliveries handed to the handler at once (`WORKER_BATCH`).
+    pub batch: usize,
     /// Shown in the broker's consumer list.
     pub tag: String,
 }
 
+/// Runs `handle` on every delivery of a batch concurrently: a batch handler
+/// for work that has no cheaper way to do many at once.
+pub fn each<F, Fut>(handle: F) -> impl Fn(Vec<Delivery>) -> BoxFuture<'static, Vec<Disposition>>
+where
+    F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Disposition> + Send + 'static,
+{
+    move |batch| {
+        let handle = handle.clone();
+        futures_util::future::join_all(batch.into_iter().map(handle)).boxed()
+    }
+}
+
 /// Consumes until `shutdown`, re-subscribing on every new broker link.
+/// `handler` gets a batch of deliveries and returns their dispositions, in
+/// the same order.
 pub async fn consume<H, Fut>(
     broker: Broker,
     options: ConsumeOptions,
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Disposition> + Send + 'static,
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Disposition>> + Send + 'static,
 {
     let handler = Arc::new(handler);
     let mut links = broker.subscribe();
@@ -99,8 +137,8 @@ async fn consume_on<H, Fut>(
     handler: Arc<H>,
 ) -> anyhow::Result<()>
 where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Disposition> + Send + 'static,
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Disposition>> + Send + 'static,
 {
     // Bounded: right after a node dies, a quorum queue's leader is being
     // re-elected and the broker may not answer `basic.consume` for a while; an
@@ -120,39 +158,60 @@ where
             .await?;
         Ok::<_, lapin::Error>((channel, consumer))
     };
-    let (channel, mut consumer) = tokio::time::timeout(setup_timeout, subscribe)
+    let (channel, consumer) = tokio::time::timeout(setup_timeout, subscribe)
         .await
         .map_err(|_| anyhow::anyhow!("no answer to basic.consume within {setup_timeout:?}"))??;
-    tracing::info!(queue = %options.queue, node = %link.node, prefetch = options.prefetch, "consuming");
-    let in_flight = metrics::gauge!("deliveries_in_flight", "queue" => options.queue.clone());
+    tracing::info!(queue = %options.queue, node = %link.node, prefetch = options.prefetch, batch = options.batch, "consuming");
+    let consumer_tag = consumer.tag();
+    let mut deliveries = consumer.ready_chunks(options.batch.max(1));
+    let worker = Worker {
+        channel: &channel,
+        queue: &options.queue,
+        timeout: setup_timeout,
+        // More finished deliveries than a batch waiting behind one slow
+        // delivery: ack them one by one rather than let them fill the window.
+        hold_limit: options.batch.max(1),
+        in_flight: metrics::gauge!("deliveries_in_flight", "queue" => options.queue.clone()),
+    };
+    let mut settler = Settler::default();
     let mut tasks = JoinSet::new();
     let ended = loop {
         tokio::select! {
             () = shutdown.cancelled() => {
                 let _ = channel
-                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .basic_cancel(consumer_tag.clone(), BasicCancelOptions::default())
                     .await;
                 break Ok(());
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let handler = handler.clone();
-                    let in_flight = in_flight.clone();
-                    in_flight.increment(1.0);
-                    tasks.spawn(async move {
-                        settle(delivery, handler, setup_timeout).await;
-                        in_flight.decrement(1.0);
-                    });
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                worker.settle(&mut settler, done).await;
+            }
+            next = deliveries.next() => {
+                let Some(chunk) = next else {
+                    break Err(anyhow::anyhow!("the broker cancelled the consumer"));
+                };
+                let mut batch = Vec::with_capacity(chunk.len());
+                let mut failed = None;
+                for delivery in chunk {
+                    match delivery {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(e) => failed = Some(anyhow::Error::from(e)),
+                    }
                 }
-                Some(Err(e)) => break Err(anyhow::Error::from(e)),
-                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
-            },
+                if !batch.is_empty() {
+                    worker.start(&mut settler, &mut tasks, batch, handler.clone());
+                }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+            }
         }
     };
     // Deliveries already handed out finish and settle on this channel (if it
     // is still open; otherwise the broker redelivers them).
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        worker.settle(&mut settler, done).await;
+    }
     if ended.is_ok() {
         let _ = tokio::time::timeout(setup_timeout, channel.close(200, "shutdown".into())).await;
         tracing::info!(queue = %options.queue, "consumer stopped");
@@ -160,54 +219,131 @@ where
     ended
 }
 
-async fn settle<H, Fut>(delivery: Delivery, handler: Arc<H>, timeout: Duration)
-where
-    H: Fn(Delivery) -> Fut,
-    Fut: Future<Output = Disposition>,
-{
-    let acker = delivery.acker.clone();
-    let tag = delivery.delivery_tag;
-    let disposition = handler(delivery).await;
-    metrics::counter!(
-        "deliveries_settled_total",
-        "disposition" => match disposition {
-            Disposition::Ack => "ack",
-            Disposition::Requeue => "requeue",
-            Disposition::DeadLetter => "dead_letter",
-        }
-    )
-    .increment(1);
-    let send = async {
-        match disposition {
-            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-            Disposition::Requeue => {
-                acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+/// A batch's outcome: each delivery's tag and disposition.
+type Finished = Vec<(u64, Disposition)>;
+
+/// Hands batches out and sends their settlements on one channel.
+struct Worker<'a> {
+    channel: &'a Channel,
+    queue: &'a str,
+    timeout: Duration,
+    hold_limit: usize,
+    in_flight: metrics::Gauge,
+}
+
+impl Worker<'_> {
+    fn start<H, Fut>(
+        &self,
+        settler: &mut Settler,
+        tasks: &mut JoinSet<Finished>,
+        batch: Vec<Delivery>,
+        handler: Arc<H>,
+    ) where
+        H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Disposition>> + Send + 'static,
+    {
+        let tags: Vec<u64> = batch.iter().map(|d| d.delivery_tag).collect();
+        tags.iter().for_each(|&tag| settler.delivered(tag));
+        self.in_flight.increment(tags.len() as f64);
+        metrics::counter!("worker_batches_total", "queue" => self.queue.to_owned()).increment(1);
+        let queue = self.queue.to_owned();
+        tasks.spawn(async move {
+            // A handler that panics or forgets a delivery puts it back rather
+            // than leaving it unsettled (which would hold every later ack).
+            let dispositions = match AssertUnwindSafe(handler(batch)).catch_unwind().await {
+                Ok(dispositions) => dispositions,
+                Err(_) => {
+                    tracing::error!(%queue, "the handler panicked; putting its batch back");
+                    Vec::new()
+                }
+            };
+            if dispositions.len() != tags.len() && !dispositions.is_empty() {
+                tracing::error!(%queue, expected = tags.len(), got = dispositions.len(), "the handler returned the wrong number of dispositions; requeueing the rest");
             }
-            Disposition::DeadLetter => acker.reject(BasicRejectOptions { requeue: false }).await,
+            let rest = std::iter::repeat(Disposition::Requeue);
+            tags.into_iter()
+                .zip(dispositions.into_iter().chain(rest))
+                .collect()
+        });
+    }
+
+    /// Sends what a finished batch lets us send.
+    async fn settle(&self, settler: &mut Settler, done: Result<Finished, tokio::task::JoinError>) {
+        let finished = match done {
+            Ok(finished) => finished,
+            // Cancelled on shutdown: its deliveries stay unacked and the
+            // broker redelivers them.
+            Err(_) => return,
+        };
+        self.in_flight.decrement(finished.len() as f64);
+        for (_, disposition) in &finished {
+            metrics::counter!("deliveries_settled_total", "disposition" => disposition.as_str())
+                .increment(1);
         }
-    };
-    // Bounded: on a connection that just died the ack may never complete,
-    // and the consumer waits for every settle before it re-subscribes.
-    match tokio::time::timeout(timeout, send).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            // The channel is gone; the broker redelivers the message.
-            tracing::warn!(delivery_tag = tag, error = %e, "could not settle a delivery; it will be redelivered");
+        let mut sends = settler.finished(finished);
+        if settler.held() >= self.hold_limit {
+            sends.extend(settler.release_held());
         }
-        Err(_) => {
-            tracing::warn!(
-                delivery_tag = tag,
-                "settling a delivery timed out; it will be redelivered"
-            );
+        for settle in sends {
+            self.send(settle).await;
+        }
+    }
+
+    async fn send(&self, settle: Settle) {
+        let (kind, tag) = match settle {
+            Settle::AckUpTo(tag) | Settle::Ack(tag) => ("ack", tag),
+            Settle::Requeue(tag) => ("requeue", tag),
+            Settle::DeadLetter(tag) => ("dead_letter", tag),
+        };
+        let send = async {
+            match settle {
+                Settle::AckUpTo(tag) => {
+                    self.channel
+                        .basic_ack(tag, BasicAckOptions { multiple: true })
+                        .await
+                }
+                Settle::Ack(tag) => {
+                    self.channel
+                        .basic_ack(tag, BasicAckOptions::default())
+                        .await
+                }
+                Settle::Requeue(tag) => {
+                    self.channel
+                        .basic_nack(
+                            tag,
+                            BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            },
+                        )
+                        .await
+                }
+                Settle::DeadLetter(tag) => {
+                    self.channel
+                        .basic_reject(tag, BasicRejectOptions { requeue: false })
+                        .await
+                }
+            }
+        };
+        metrics::counter!("settle_frames_total", "kind" => kind).increment(1);
+        // Bounded: on a connection that just died the ack may never complete,
+        // and the consumer waits for every settle before it re-subscribes.
+        match tokio::time::timeout(self.timeout, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The channel is gone; the broker redelivers the message(s).
+                tracing::warn!(delivery_tag = tag, kind, error = %e, "could not settle; the broker will redeliver");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    delivery_tag = tag,
+                    kind,
+                    "settling timed out; the broker will redeliver"
+                );
+            }
         }
     }
 }
-
 /// A string header of a delivery, if present.
 pub fn header(delivery: &Delivery, name: &str) -> Option<String> {
     let headers = delivery.properties.headers().as_ref()?;

@@ -4,8 +4,9 @@
 mod broker;
 mod consumer;
 pub mod replay;
+pub mod settle;
 pub mod topology;
 
 pub use broker::{Broker, Link, Outgoing, PublishError};
-pub use consumer::{ConsumeOptions, Disposition, consume, header, previous_deliveries};
+pub use consumer::{ConsumeOptions, Disposition, consume, each, header, previous_deliveries};
 pub use topology::{REJECTED_KEEP, Topology};
