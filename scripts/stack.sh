@@ -263,6 +263,12 @@ pg_down() {
 # Three Erlang VMs share this machine with Redis and the services: their
 # schedulers must not busy-wait for work (+sbwt none ...), or they burn the
 # CPU the rest of the pipeline needs (see BENCHMARKS.md).
+# RABBITMQ_SCHEDULER_BIND_TYPE (RabbitMQ's default: db, every node binds its
+# schedulers to the same cores) and RABBITMQ_ERL_ARGS (extra emulator flags,
+# e.g. "+S 1:1") are passed on for A/B runs; the bench records what the nodes
+# ran with.
+RMQ_BIND_TYPE=${RABBITMQ_SCHEDULER_BIND_TYPE:-db}
+RMQ_EXTRA_ERL_ARGS=${RABBITMQ_ERL_ARGS:-}
 rmq_env() {
   local i=$1 dir="$RMQ_HOME/rabbit$1"
   echo HOME="$RMQ_HOME" \
@@ -276,7 +282,8 @@ rmq_env() {
     RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
     ERL_EPMD_ADDRESS=127.0.0.1 \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="'-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none'"
+    RABBITMQ_SCHEDULER_BIND_TYPE="$RMQ_BIND_TYPE" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="'-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none $RMQ_EXTRA_ERL_ARGS'"
 }
 
 as_rabbitmq() { runuser -u rabbitmq -- env "$@"; }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use pipeline::config::RedisConfig;
 use pipeline::keys::Keys;
-use pipeline::store::Redis;
 use pipeline::shutdown::CancellationToken;
+use pipeline::store::Redis;
 use redis::AsyncCommands;
 
 /// The keyspace-notification classes the registry needs: `K` (keyspace

@@ -147,12 +147,31 @@ pub fn prometheus_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Broker operations the services counted: confirmed-or-not publishes
-/// (`broker_publish_duration_seconds_count`) and settled deliveries
-/// (`deliveries_settled_total`), summed over the `/metrics` URLs.
-pub async fn broker_operations(urls: &[&str]) -> (f64, f64) {
-    let mut publishes = 0.0;
-    let mut settled = 0.0;
+/// Broker operations the services counted, summed over their `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BrokerOps {
+    /// Publishes, each awaiting its confirm (`broker_publish_duration_seconds_count`).
+    pub publishes: f64,
+    /// Deliveries settled by the workers (`deliveries_settled_total`).
+    pub settled: f64,
+    /// `basic.ack`/`nack`/`reject` frames those settlements took
+    /// (`settle_frames_total`; one `multiple` ack covers many deliveries).
+    pub settle_frames: f64,
+}
+
+impl std::ops::Sub for BrokerOps {
+    type Output = Self;
+    fn sub(self, before: Self) -> Self {
+        Self {
+            publishes: self.publishes - before.publishes,
+            settled: self.settled - before.settled,
+            settle_frames: self.settle_frames - before.settle_frames,
+        }
+    }
+}
+
+pub async fn broker_operations(urls: &[&str]) -> BrokerOps {
+    let mut ops = BrokerOps::default();
     for url in urls {
         let Ok(res) = reqwest::get(*url).await else {
             continue;
@@ -160,10 +179,72 @@ pub async fn broker_operations(urls: &[&str]) -> (f64, f64) {
         let Ok(text) = res.text().await else {
             continue;
         };
-        publishes += prometheus_sum(&text, "broker_publish_duration_seconds_count");
-        settled += prometheus_sum(&text, "deliveries_settled_total");
+        ops.publishes += prometheus_sum(&text, "broker_publish_duration_seconds_count");
+        ops.settled += prometheus_sum(&text, "deliveries_settled_total");
+        ops.settle_frames += prometheus_sum(&text, "settle_frames_total");
     }
-    (publishes, settled)
+    ops
+}
+
+/// What a run ran with, read from the running processes: the RabbitMQ
+/// nodes' scheduler flags (from their command line) and the workers'
+/// `PREFETCH`/`WORKER_BATCH` (from their environment; unset = default).
+pub fn provenance(stack_dir: &std::path::Path) -> String {
+    let mut parts = Vec::new();
+    let rabbit = std::fs::read_to_string(stack_dir.join("rabbitmq/rabbit1/pid"))
+        .ok()
+        .and_then(|pid| {
+            let pid = pid.trim().to_owned();
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            // The emulator's own flags (`erl +S 1:1` reaches beam.smp as
+            // `-S 1:1`), before the first `--`; repeated ones once.
+            let emulator: Vec<&String> = args.iter().take_while(|a| a.as_str() != "--").collect();
+            let mut flags: Vec<String> = Vec::new();
+            for (i, a) in emulator.iter().enumerate() {
+                if matches!(a.as_str(), "-stbt" | "-sbt" | "-S" | "-SP" | "-sbwt" | "-A")
+                    && let Some(v) = emulator.get(i + 1)
+                {
+                    let flag = format!("+{} {v}", &a[1..]);
+                    if !flags.contains(&flag) {
+                        flags.push(flag);
+                    }
+                }
+            }
+            Some(flags.join(" "))
+        });
+    parts.push(format!("broker {}", rabbit.unwrap_or_else(|| "?".into())));
+    for (service, defaults) in [
+        ("order-processor", ("128", "32")),
+        ("notifier", ("64", "32")),
+    ] {
+        let env = std::fs::read_to_string(stack_dir.join(format!("services/{service}.pid")))
+            .ok()
+            .and_then(|pid| std::fs::read(format!("/proc/{}/environ", pid.trim())).ok())
+            .unwrap_or_default();
+        let var = |name: &str, default: &str| {
+            env.split(|b| *b == 0)
+                .filter_map(|kv| {
+                    std::str::from_utf8(kv)
+                        .ok()?
+                        .strip_prefix(name)?
+                        .strip_prefix('=')
+                        .map(str::to_owned)
+                })
+                .next()
+                .unwrap_or_else(|| default.to_owned())
+        };
+        parts.push(format!(
+            "{service} prefetch {} batch {}",
+            var("PREFETCH", defaults.0),
+            var("WORKER_BATCH", defaults.1)
+        ));
+    }
+    parts.push("Redis: one multiplexed connection per service".into());
+    parts.join("; ")
 }
 
 /// Median and spread (max − min) of a few measurements.

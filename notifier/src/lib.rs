@@ -99,13 +99,10 @@ impl Notifier {
         };
         let handler = self.handler;
         self.base
-            .run_worker(
-                options,
-                pipeline::amqp::each(move |delivery| {
-                    let handler = handler.clone();
-                    async move { handler.handle(delivery).await }
-                }),
-            )
+            .run_worker(options, move |batch| {
+                let handler = handler.clone();
+                async move { handler.handle_batch(batch).await }
+            })
             .await
     }
 }

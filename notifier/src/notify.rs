@@ -34,9 +34,11 @@ use redis::Script;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::sink::{Notification, SendError, Sink};
+use crate::sink::{Notification, SendError, Sent, Sink};
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
+/// `claim.lua`, many claims per script run (3 KEYS and 5 ARGV each).
+static CLAIM: LazyLock<Script> =
+    LazyLock::new(|| pipeline::order::batched(include_str!("claim.lua"), 3, 5));
 
 /// Called after a send and before it is recorded; returning `true` abandons
 /// the delivery there, as a crash would (tests).
@@ -65,65 +67,205 @@ enum Claim {
     Unrecorded,
 }
 
-impl Handler {
-    pub async fn handle(&self, delivery: Delivery) -> Disposition {
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string());
-        let event: OrderEvent = match serde_json::from_slice(&delivery.data) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(?message_id, reason = %e, "malformed event, dead-lettering it");
-                metrics::counter!("notifications_dead_lettered_total").increment(1);
-                return Disposition::DeadLetter;
-            }
-        };
-        if event.outcome != Outcome::Reserved {
-            tracing::warn!(?message_id, "not an order.created event, dead-lettering it");
-            metrics::counter!("notifications_dead_lettered_total").increment(1);
-            return Disposition::DeadLetter;
+/// A delivery that parsed as an `order.created` event.
+struct Parsed {
+    event: OrderEvent,
+    notification: Notification,
+    trace: TraceParent,
+}
+
+/// Where one notification stands after its claim and send.
+enum Step {
+    /// Settled without a send to record (skipped, put back, dead-lettered).
+    Done(Disposition),
+    /// Sent (or failed to send): the attempt is to be recorded.
+    Record(Box<Sending>),
+}
+
+struct Sending {
+    parsed: Parsed,
+    token: String,
+    sent: Sent,
+}
+
+impl Sending {
+    fn attempt(&self, sink: &'static str) -> pipeline::order::Attempt<'_> {
+        pipeline::order::Attempt {
+            sent: self.sent.result.is_ok(),
+            token: &self.token,
+            attempts: self.sent.attempts,
+            sink,
+            error: match &self.sent.result {
+                Ok(()) => "",
+                Err(SendError::Transient(e) | SendError::Permanent(e)) => e,
+            },
         }
-        let trace = header(&delivery, "traceparent")
-            .and_then(|h| TraceParent::parse(&h))
-            .unwrap_or_else(TraceParent::generate);
-        let notification = Notification {
-            event_id: message_id.unwrap_or_else(|| Outcome::Reserved.event_id(&event.id)),
-            order_id: event.id.to_string(),
-            sku: event.sku.to_string(),
-            qty: event.qty.get(),
-            status: "reserved",
-            reserved_at_ms: event.decided_at_ms,
-        };
-        let span =
-            tracing::info_span!("notification", id = %event.id, trace_id = %trace.trace_id());
-        self.notify(&event, notification, &trace)
-            .instrument(span)
+    }
+}
+
+impl Handler {
+    /// One delivery alone (see [`Handler::handle_batch`]).
+    pub async fn handle(&self, delivery: Delivery) -> Disposition {
+        self.handle_batch(vec![delivery])
             .await
+            .pop()
+            .unwrap_or(Disposition::Requeue)
     }
 
-    async fn notify(
+    /// A batch of deliveries: one script run claims every notification in
+    /// it; those it claimed are sent, recorded by one more script run, and
+    /// publish their `order.notified`, waiting for the confirms all at once.
+    /// A malformed event is dead-lettered alone. A notification that needs
+    /// more than the first claim (another instance holds it, no record, a
+    /// Redis error) goes its own way meanwhile, with its own retries and its
+    /// own record: it never holds up the batch's record, and the batch never
+    /// holds up its wait (two instances waiting on each other's batches
+    /// would otherwise wait until their claims expired).
+    pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
+        let parsed: Vec<Result<Parsed, Disposition>> = deliveries.iter().map(parse).collect();
+        let tokens: Vec<String> = parsed
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let first = self.claim_many(&parsed, &tokens).await;
+        let mut out = vec![Disposition::Requeue; parsed.len()];
+        let (mut claimed, mut alone) = (Vec::new(), Vec::new());
+        for (i, ((p, token), claim)) in parsed.into_iter().zip(tokens).zip(first).enumerate() {
+            match (p, claim) {
+                (Err(disposition), _) => out[i] = disposition,
+                (Ok(p), Some(Claim::Claimed)) => claimed.push((i, p, token)),
+                (Ok(p), claim) => alone.push((i, p, token, claim)),
+            }
+        }
+        let alone = futures_util::future::join_all(alone.into_iter().map(
+            |(i, p, token, claim)| async move {
+                let span = span(&p);
+                let disposition = async {
+                    match self.claim_and_send(p, token, claim).await {
+                        Step::Done(disposition) => disposition,
+                        Step::Record(sending) => self.finish(*sending, None).await,
+                    }
+                }
+                .instrument(span)
+                .await;
+                (i, disposition)
+            },
+        ));
+        let batch = async {
+            let steps = futures_util::future::join_all(claimed.into_iter().map(
+                |(i, p, token)| async move {
+                    let span = span(&p);
+                    let step = self
+                        .claim_and_send(p, token, Some(Claim::Claimed))
+                        .instrument(span)
+                        .await;
+                    (i, step)
+                },
+            ))
+            .await;
+            let recorded = self.record_many(steps.iter().map(|(_, s)| s)).await;
+            let mut recorded = recorded.into_iter();
+            let finished = steps.into_iter().map(|(i, step)| {
+                let recorded = match step {
+                    Step::Record(_) => recorded.next().flatten(),
+                    Step::Done(_) => None,
+                };
+                async move {
+                    let disposition = match step {
+                        Step::Done(disposition) => disposition,
+                        Step::Record(sending) => {
+                            let span = span(&sending.parsed);
+                            self.finish(*sending, recorded).instrument(span).await
+                        }
+                    };
+                    (i, disposition)
+                }
+            });
+            futures_util::future::join_all(finished).await
+        };
+        let (alone, batch) = tokio::join!(alone, batch);
+        for (i, disposition) in alone.into_iter().chain(batch) {
+            out[i] = disposition;
+        }
+        out
+    }
+
+    /// The first claim of every parsed notification, in one script run
+    /// (`None` each where the run failed: that notification claims alone).
+    async fn claim_many(
         &self,
-        event: &OrderEvent,
-        n: Notification,
-        trace: &TraceParent,
-    ) -> Disposition {
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        parsed: &[Result<Parsed, Disposition>],
+        tokens: &[String],
+    ) -> Vec<Option<Claim>> {
+        let calls: Vec<(&Parsed, &str)> = parsed
+            .iter()
+            .zip(tokens)
+            .filter_map(|(p, t)| Some((p.as_ref().ok()?, t.as_str())))
+            .collect();
+        let claims = match self.claim_batch(&calls, false).await {
+            Ok(claims) => claims.into_iter().map(Some).collect(),
+            Err(e) => {
+                tracing::debug!(error = format!("{e:#}"), "batched claim failed");
+                Vec::new()
+            }
+        };
+        let mut claims: std::vec::IntoIter<Option<Claim>> = claims.into_iter();
+        parsed
+            .iter()
+            .map(|p| p.as_ref().ok().and_then(|_| claims.next().flatten()))
+            .collect()
+    }
+
+    /// Every attempt to record, in one script run (`None` each where the
+    /// run failed: that attempt is recorded alone).
+    async fn record_many<'a>(
+        &self,
+        steps: impl Iterator<Item = &'a Step>,
+    ) -> Vec<Option<anyhow::Result<Option<u64>>>> {
+        let sink = self.sink.name();
+        let attempts: Vec<(&pipeline::domain::OrderId, pipeline::order::Attempt<'_>)> = steps
+            .filter_map(|s| match s {
+                Step::Record(sending) => Some((&sending.parsed.event.id, sending.attempt(sink))),
+                Step::Done(_) => None,
+            })
+            .collect();
+        match pipeline::order::record_notifications(&self.pool, &self.keys, &attempts).await {
+            Ok(recorded) => recorded.into_iter().map(|r| Some(Ok(r))).collect(),
+            Err(e) => {
+                tracing::debug!(error = format!("{e:#}"), "batched record failed");
+                attempts.iter().map(|_| None).collect()
+            }
+        }
+    }
+
+    /// Claims (starting from `first`, the batch's claim, if it has one) and
+    /// sends.
+    async fn claim_and_send(&self, p: Parsed, token: String, first: Option<Claim>) -> Step {
+        let Parsed {
+            event,
+            notification: n,
+            trace,
+        } = &p;
         let mut adopt = false;
+        let mut first = first;
         // Claim, waiting out another instance's live claim.
         loop {
-            let claimed = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-                self.claim_once(event, &n, &token, adopt)
-            })
-            .await;
+            let claimed = match first.take() {
+                Some(claim) => Ok(claim),
+                None => {
+                    pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+                        self.claim_once(event, n, &token, adopt)
+                    })
+                    .await
+                }
+            };
             match claimed {
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
                         "cannot claim the notification, putting it back"
                     );
-                    return Disposition::Requeue;
+                    return Step::Done(Disposition::Requeue);
                 }
                 Ok(Claim::Sent { at_ms, channel }) => {
                     // Its event may have been lost between the record and the ack.
@@ -132,11 +274,11 @@ impl Handler {
                             error = format!("{e:#}"),
                             "order.notified not confirmed, putting the delivery back"
                         );
-                        return Disposition::Requeue;
+                        return Step::Done(Disposition::Requeue);
                     }
                     metrics::counter!("notifications_skipped_total").increment(1);
                     tracing::debug!("already sent, skipping the duplicate");
-                    return Disposition::Ack;
+                    return Step::Done(Disposition::Ack);
                 }
                 Ok(Claim::Unrecorded) => match self.notified_in_history(event).await {
                     Ok(true) => {
@@ -144,7 +286,7 @@ impl Handler {
                         tracing::info!(
                             "already notified and kept in the history; its records have expired, nothing to do"
                         );
-                        return Disposition::Ack;
+                        return Step::Done(Disposition::Ack);
                     }
                     Ok(false) => adopt = true,
                     Err(e) => {
@@ -152,13 +294,13 @@ impl Handler {
                             error = format!("{e:#}"),
                             "the history does not answer, putting the delivery back"
                         );
-                        return Disposition::Requeue;
+                        return Step::Done(Disposition::Requeue);
                     }
                 },
                 Ok(Claim::Claimed) => break,
                 Ok(Claim::Busy(left)) => {
                     tokio::select! {
-                        () = self.shutdown.cancelled() => return Disposition::Requeue,
+                        () = self.shutdown.cancelled() => return Step::Done(Disposition::Requeue),
                         () = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
                     }
                 }
@@ -166,33 +308,52 @@ impl Handler {
         }
 
         let started = std::time::Instant::now();
-        let sent = self.sink.send(&n).await;
-        let sink = self.sink.name();
-        metrics::histogram!("notification_send_duration_seconds", "sink" => sink)
+        let sent = self.sink.send(n).await;
+        metrics::histogram!("notification_send_duration_seconds", "sink" => self.sink.name())
             .record(started.elapsed().as_secs_f64());
         if let Some(hook) = &self.after_send
             && hook(n.clone()).await
         {
-            return Disposition::Requeue;
+            return Step::Done(Disposition::Requeue);
         }
-        let error = sent.result.as_ref().err().map(ToString::to_string);
-        let attempt = pipeline::order::Attempt {
-            sent: sent.result.is_ok(),
-            token: &token,
-            attempts: sent.attempts,
-            sink,
-            error: error.as_deref().unwrap_or(""),
+        Step::Record(Box::new(Sending {
+            parsed: p,
+            token,
+            sent,
+        }))
+    }
+
+    /// Records the attempt (unless the batch did) and settles: publishes
+    /// `order.notified` after a recorded send.
+    async fn finish(
+        &self,
+        sending: Sending,
+        recorded: Option<anyhow::Result<Option<u64>>>,
+    ) -> Disposition {
+        let sink = self.sink.name();
+        let event = &sending.parsed.event;
+        let recorded = match recorded {
+            Some(recorded) => recorded,
+            None => {
+                let attempt = sending.attempt(sink);
+                pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
+                    pipeline::order::record_notification(
+                        &self.pool, &self.keys, &event.id, &attempt,
+                    )
+                })
+                .await
+            }
         };
-        let recorded = pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
-            pipeline::order::record_notification(&self.pool, &self.keys, &event.id, &attempt)
-        })
-        .await;
+        let sent = &sending.sent;
         match (&sent.result, recorded) {
             (Ok(()), Ok(sent_at)) => {
                 metrics::counter!("notifications_sent_total", "sink" => sink).increment(1);
                 tracing::debug!(sink, attempts = sent.attempts, "notification sent");
                 let at_ms = sent_at.unwrap_or_else(pipeline::messages::now_ms);
-                match self.publish_notified(event, at_ms, sink, trace).await {
+                match self
+                    .publish_notified(event, at_ms, sink, &sending.parsed.trace)
+                    .await
+                {
                     Ok(()) => Disposition::Ack,
                     Err(e) => {
                         // Recorded: the redelivery publishes it again, sends nothing.
@@ -272,29 +433,113 @@ impl Handler {
         token: &str,
         adopt: bool,
     ) -> anyhow::Result<Claim> {
-        let mut conn = self.pool.connection();
-        let reply: Vec<String> = CLAIM
-            .key(self.keys.notification(&event.id))
-            .key(self.keys.counters())
-            .key(self.keys.order(&event.id))
-            .arg(token)
-            .arg(self.claim.as_millis() as u64)
-            .arg(&n.event_id)
-            .arg(self.sink.name())
-            .arg(if adopt { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.as_slice() {
-            [tag, at, channel] if tag == "sent" => Ok(Claim::Sent {
-                at_ms: at.parse().unwrap_or(0),
-                channel: channel.clone(),
-            }),
-            [tag] if tag == "unrecorded" => Ok(Claim::Unrecorded),
-            [tag] if tag == "claimed" => Ok(Claim::Claimed),
-            [tag, ms] if tag == "busy" => Ok(Claim::Busy(Duration::from_millis(
-                ms.parse().unwrap_or(1000),
-            ))),
-            other => anyhow::bail!("unexpected claim.lua reply {other:?}"),
-        }
+        let parsed = (event, n);
+        self.claim_calls(&[(parsed, token)], adopt)
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("claim.lua returned nothing"))
     }
+
+    async fn claim_batch(
+        &self,
+        calls: &[(&Parsed, &str)],
+        adopt: bool,
+    ) -> anyhow::Result<Vec<Claim>> {
+        let calls: Vec<((&OrderEvent, &Notification), &str)> = calls
+            .iter()
+            .map(|(p, token)| ((&p.event, &p.notification), *token))
+            .collect();
+        self.claim_calls(&calls, adopt).await
+    }
+
+    /// `claim.lua` for each (event, notification, token), in one script run.
+    async fn claim_calls(
+        &self,
+        calls: &[((&OrderEvent, &Notification), &str)],
+        adopt: bool,
+    ) -> anyhow::Result<Vec<Claim>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = CLAIM.prepare_invoke();
+        for ((event, n), token) in calls {
+            invocation
+                .key(self.keys.notification(&event.id))
+                .key(self.keys.counters())
+                .key(self.keys.order(&event.id))
+                .arg(*token)
+                .arg(self.claim.as_millis() as u64)
+                .arg(&n.event_id)
+                .arg(self.sink.name())
+                .arg(if adopt { "1" } else { "0" });
+        }
+        let mut conn = self.pool.connection();
+        let replies: Vec<Vec<String>> = invocation.invoke_async(&mut conn).await?;
+        if replies.len() != calls.len() {
+            anyhow::bail!(
+                "claim.lua answered {} of {} claims",
+                replies.len(),
+                calls.len()
+            );
+        }
+        replies.iter().map(|r| parse_claim(r)).collect()
+    }
+}
+
+fn parse_claim(reply: &[String]) -> anyhow::Result<Claim> {
+    match reply {
+        [tag, at, channel] if tag == "sent" => Ok(Claim::Sent {
+            at_ms: at.parse().unwrap_or(0),
+            channel: channel.clone(),
+        }),
+        [tag] if tag == "unrecorded" => Ok(Claim::Unrecorded),
+        [tag] if tag == "claimed" => Ok(Claim::Claimed),
+        [tag, ms] if tag == "busy" => Ok(Claim::Busy(Duration::from_millis(
+            ms.parse().unwrap_or(1000),
+        ))),
+        other => anyhow::bail!("unexpected claim.lua reply {other:?}"),
+    }
+}
+
+fn span(p: &Parsed) -> tracing::Span {
+    tracing::info_span!("notification", id = %p.event.id, trace_id = %p.trace.trace_id())
+}
+
+/// Reads a delivery as an `order.created` event; anything else is
+/// dead-lettered.
+fn parse(delivery: &Delivery) -> Result<Parsed, Disposition> {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string());
+    let event: OrderEvent = match serde_json::from_slice(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(?message_id, reason = %e, "malformed event, dead-lettering it");
+            metrics::counter!("notifications_dead_lettered_total").increment(1);
+            return Err(Disposition::DeadLetter);
+        }
+    };
+    if event.outcome != Outcome::Reserved {
+        tracing::warn!(?message_id, "not an order.created event, dead-lettering it");
+        metrics::counter!("notifications_dead_lettered_total").increment(1);
+        return Err(Disposition::DeadLetter);
+    }
+    let trace = header(delivery, "traceparent")
+        .and_then(|h| TraceParent::parse(&h))
+        .unwrap_or_else(TraceParent::generate);
+    let notification = Notification {
+        event_id: message_id.unwrap_or_else(|| Outcome::Reserved.event_id(&event.id)),
+        order_id: event.id.to_string(),
+        sku: event.sku.to_string(),
+        qty: event.qty.get(),
+        status: "reserved",
+        reserved_at_ms: event.decided_at_ms,
+    };
+    Ok(Parsed {
+        event,
+        notification,
+        trace,
+    })
 }

@@ -87,13 +87,10 @@ impl Processor {
         };
         let handler = self.handler;
         self.base
-            .run_worker(
-                options,
-                pipeline::amqp::each(move |delivery| {
-                    let handler = handler.clone();
-                    async move { handler.handle(delivery).await }
-                }),
-            )
+            .run_worker(options, move |batch| {
+                let handler = handler.clone();
+                async move { handler.handle_batch(batch).await }
+            })
             .await
     }
 }

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use pipeline::order::{ParkReason, Verdict, reserve};
+use pipeline::order::{ParkReason, ReserveCall, Verdict, reserve, reserve_many};
 
 /// How [`Handler::process`] ended.
 enum Processed {
@@ -69,38 +69,73 @@ pub struct Handler {
     pub history: Option<HistoryClient>,
 }
 
+/// A delivery that parsed as an order.
+struct Parsed {
+    order: OrderPlaced,
+    message_id: String,
+    trace: TraceParent,
+    started: std::time::Instant,
+}
+
 impl Handler {
+    /// One delivery alone (see [`Handler::handle_batch`]).
     pub async fn handle(&self, delivery: Delivery) -> Disposition {
-        let started = std::time::Instant::now();
-        let order: OrderPlaced = match serde_json::from_slice(&delivery.data) {
-            Ok(order) => order,
+        self.handle_batch(vec![delivery])
+            .await
+            .pop()
+            .unwrap_or(Disposition::Requeue)
+    }
+
+    /// A batch of deliveries: every order in it is decided by one script run
+    /// (one Redis round trip), then each publishes its event and waits for
+    /// its confirm, all at once. A malformed message is dead-lettered alone;
+    /// an order that needs more than the first decision (no record, a Redis
+    /// error) goes on alone, with its own retries.
+    pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
+        let parsed: Vec<Result<Parsed, Disposition>> = deliveries.iter().map(parse).collect();
+        let calls: Vec<ReserveCall<'_>> = parsed
+            .iter()
+            .flatten()
+            .map(|p| ReserveCall {
+                id: &p.order.id,
+                sku: &p.order.sku,
+                qty: p.order.qty,
+                quote: p.order.quote.as_ref(),
+                message_id: &p.message_id,
+            })
+            .collect();
+        let mut first = match reserve_many(&self.pool, &self.keys, &calls, false).await {
+            Ok(verdicts) => verdicts.into_iter().map(Some).collect(),
             Err(e) => {
-                let message_id = delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.to_string());
-                tracing::warn!(?message_id, reason = %e, "malformed order message, dead-lettering it");
-                metrics::counter!("orders_dead_lettered_total").increment(1);
-                return Disposition::DeadLetter;
+                // Each order retries its own decision.
+                tracing::debug!(error = format!("{e:#}"), "batched decision failed");
+                vec![None; calls.len()]
             }
-        };
-        if previous_deliveries(&delivery) > 0 {
-            metrics::counter!("orders_redelivered_total").increment(1);
         }
-        let trace = header(&delivery, "traceparent")
-            .and_then(|h| TraceParent::parse(&h))
-            .unwrap_or_else(TraceParent::generate)
-            .child();
+        .into_iter();
+        drop(calls);
+        let work = parsed.into_iter().map(|p| {
+            let verdict = p.as_ref().ok().and_then(|_| first.next().flatten());
+            async move {
+                match p {
+                    Ok(p) => self.finish(p, verdict).await,
+                    Err(disposition) => disposition,
+                }
+            }
+        });
+        futures_util::future::join_all(work).await
+    }
+
+    async fn finish(&self, p: Parsed, verdict: Option<Verdict>) -> Disposition {
+        let Parsed {
+            order,
+            message_id,
+            trace,
+            started,
+        } = p;
         let span = tracing::info_span!("order", id = %order.id, trace_id = %trace.trace_id());
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| order.id.to_string());
         match self
-            .process(&order, &message_id, &trace)
+            .process(&order, &message_id, &trace, verdict)
             .instrument(span)
             .await
         {
@@ -145,8 +180,12 @@ impl Handler {
         order: &OrderPlaced,
         message_id: &str,
         trace: &TraceParent,
+        decided: Option<Verdict>,
     ) -> anyhow::Result<Processed> {
-        let mut verdict = self.reserve(order, message_id, false).await?;
+        let mut verdict = match decided {
+            Some(verdict) => verdict,
+            None => self.reserve(order, message_id, false).await?,
+        };
         if verdict == Verdict::Unrecorded {
             if self.decided_in_history(order).await? {
                 return Ok(Processed::Expired);
@@ -274,4 +313,41 @@ impl Handler {
         })
         .await
     }
+}
+
+/// Reads a delivery as an order; a malformed one is dead-lettered.
+fn parse(delivery: &Delivery) -> Result<Parsed, Disposition> {
+    let started = std::time::Instant::now();
+    let order: OrderPlaced = match serde_json::from_slice(&delivery.data) {
+        Ok(order) => order,
+        Err(e) => {
+            let message_id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string());
+            tracing::warn!(?message_id, reason = %e, "malformed order message, dead-lettering it");
+            metrics::counter!("orders_dead_lettered_total").increment(1);
+            return Err(Disposition::DeadLetter);
+        }
+    };
+    if previous_deliveries(delivery) > 0 {
+        metrics::counter!("orders_redelivered_total").increment(1);
+    }
+    let trace = header(delivery, "traceparent")
+        .and_then(|h| TraceParent::parse(&h))
+        .unwrap_or_else(TraceParent::generate)
+        .child();
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| order.id.to_string());
+    Ok(Parsed {
+        order,
+        message_id,
+        trace,
+        started,
+    })
 }

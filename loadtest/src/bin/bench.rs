@@ -169,10 +169,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let broker_after = loadtest::cost::broker_operations(&service_metrics).await;
     let per = |n: f64| n / e2e.ledger.sent.max(1) as f64;
-    let (publishes_per_order, settled_per_order) = (
-        per(broker_after.0 - broker_before.0),
-        per(broker_after.1 - broker_before.1),
-    );
+    let ops = broker_after - broker_before;
+    let (publishes_per_order, settled_per_order, frames_per_order) =
+        (per(ops.publishes), per(ops.settled), per(ops.settle_frames));
     println!("{e2e}");
     // Open loop at fixed shares of the measured capacity, latency from each
     // order's scheduled send time.
@@ -377,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         cost,
-        "Broker operations per order in (c), as the gateway, processor and notifier count them: {publishes_per_order:.2} publishes (each waits for its confirm) and {settled_per_order:.2} deliveries settled (each its own ack today).\n"
+        "Broker operations per order in (c), as the gateway, processor and notifier count them: {publishes_per_order:.2} publishes (each waits for its confirm) and {settled_per_order:.2} deliveries settled with {frames_per_order:.2} ack/nack/reject frames (one `multiple` ack covers a batch).\n"
     );
     let retention_secs = std::env::var("ORDER_RETENTION_SECS").unwrap_or_else(|_| "86400".into());
     println!("\n{table}\n{retention}");
@@ -407,16 +406,17 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    let provenance = loadtest::cost::provenance(&root.join(".stack"));
     // Every run is kept: appended, never rewritten.
     let runs_path = root.join("bench/runs.md");
     if !runs_path.exists() {
         std::fs::write(
             &runs_path,
-            "# Bench runs\n\nOne line per `make bench`, appended, never rewritten (BENCHMARKS.md shows the latest in full).\n\n| date (UTC) | commit | raw probe (median, spread) | orders (c) | end to end | e2e / probe | CPU ms per order (c) | Redis commands per order (c) |\n|---|---|---|---|---|---|---|---|\n",
+            "# Bench runs\n\nOne line per `make bench`, appended, never rewritten (BENCHMARKS.md shows the latest in full).\n\n| date (UTC) | commit | raw probe (median, spread) | orders (c) | end to end | e2e / probe | CPU ms per order (c) | Redis commands per order (c) | ran with |\n|---|---|---|---|---|---|---|---|---|\n",
         )?;
     }
     let line = format!(
-        "| {date} | {commit} | {raw:.0} msg/s ({raw_spread:.0}) | {} | {:.0} orders/s | {:.3} | {e2e_total:.3} | {redis_calls:.2} |\n",
+        "| {date} | {commit} | {raw:.0} msg/s ({raw_spread:.0}) | {} | {:.0} orders/s | {:.3} | {e2e_total:.3} | {redis_calls:.2} | {provenance} |\n",
         e2e.ledger.sent,
         e2e.end_to_end_per_sec,
         e2e.end_to_end_per_sec / raw
@@ -436,6 +436,8 @@ async fn main() -> anyhow::Result<()> {
         "cpu_ms_per_order_end_to_end": e2e_cpu,
         "broker_publishes_per_order_end_to_end": publishes_per_order,
         "deliveries_settled_per_order_end_to_end": settled_per_order,
+        "settle_frames_per_order_end_to_end": frames_per_order,
+        "provenance": provenance,
         "redis_commands_per_order_end_to_end": e2e_redis.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "open_loop": open_loop.iter().map(|(share, rate, r)| serde_json::json!({
             "share_of_capacity": share, "offered_per_sec": rate,

@@ -139,8 +139,34 @@ fn script(body: &str) -> Script {
 static INTAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("intake.lua")));
 static ACCEPT: LazyLock<Script> = LazyLock::new(|| script(include_str!("accept.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("release.lua")));
-static RESERVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("reserve.lua")));
-static NOTIFIED: LazyLock<Script> = LazyLock::new(|| script(include_str!("notified.lua")));
+static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| batched(include_str!("reserve.lua"), RESERVE_KEYS, RESERVE_ARGS));
+/// `reserve.lua`'s KEYS and ARGV per order.
+const RESERVE_KEYS: usize = 5;
+const RESERVE_ARGS: usize = 12;
+
+/// A script that runs `body` once per call over consecutive slices of KEYS
+/// (`keys` each) and ARGV (`args` each) and returns the list of their
+/// replies: many orders in one round trip and one script run. The body sees
+/// its own slice as `KEYS`/`ARGV`, exactly as when run alone. Calls run one
+/// after another inside the one atomic script; an error in one aborts the
+/// rest (what earlier calls wrote stays, as with any Redis script), so a
+/// caller that gets an error retries each call alone, which every script
+/// here recognises as a retry.
+pub fn batched(body: &str, keys: usize, args: usize) -> Script {
+    script(&format!(
+        "local function one(KEYS, ARGV)\n{body}\nend\n\
+         local out = {{}}\n\
+         for i = 0, #KEYS / {keys} - 1 do\n\
+           local k, a = {{}}, {{}}\n\
+           for j = 1, {keys} do k[j] = KEYS[i * {keys} + j] end\n\
+           for j = 1, {args} do a[j] = ARGV[i * {args} + j] end\n\
+           out[i + 1] = one(k, a)\n\
+         end\n\
+         return out\n"
+    ))
+}
+static NOTIFIED: LazyLock<Script> = LazyLock::new(|| batched(include_str!("notified.lua"), 3, 5));
 static RETIRE: LazyLock<Script> = LazyLock::new(|| script(include_str!("retire.lua")));
 
 /// Size of the filter of retired order ids (`retired_ids`), in bits: 8 MiB,
@@ -205,6 +231,16 @@ pub enum Verdict {
     Unrecorded,
 }
 
+/// One order to decide, for [`reserve_many`]: what its message says.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveCall<'a> {
+    pub id: &'a OrderId,
+    pub sku: &'a Sku,
+    pub qty: Quantity,
+    pub quote: Option<&'a crate::quotes::QuoteTerms>,
+    pub message_id: &'a str,
+}
+
 /// Decides the order `id` once, from its record (see `reserve.lua`).
 /// `sku`/`qty` are what the message says; they must match the record. With
 /// `adopt`, an order without a record takes the message's values as its record
@@ -221,34 +257,69 @@ pub async fn reserve(
     message_id: &str,
     adopt: bool,
 ) -> anyhow::Result<Verdict> {
-    let mut conn = pool.connection();
-    let terms: [String; 6] = match quote {
-        Some(q) => [
-            q.quote_id.as_str().to_owned(),
-            q.supplier.as_str().to_owned(),
-            q.unit_price_minor.to_string(),
-            q.total_minor.to_string(),
-            q.currency.as_str().to_owned(),
-            q.delivery_days.to_string(),
-        ],
-        None => Default::default(),
+    let call = ReserveCall {
+        id,
+        sku,
+        qty,
+        quote,
+        message_id,
     };
-    let reply: (String, String, String, u8, String, String) = RESERVE
-        .key(keys.order(id))
-        .key(keys.inventory(sku))
-        .key(keys.counters())
-        .key(keys.recent_orders())
-        .key(keys.anomalies())
-        .arg(sku.as_str())
-        .arg(qty.get())
-        .arg(message_id)
-        .arg(RECENT_ORDERS)
-        .arg(id.as_str())
-        .arg(if adopt { "1" } else { "0" })
-        .arg(&terms)
-        .invoke_async(&mut conn)
-        .await?;
-    parse_verdict(reply)
+    reserve_many(pool, keys, &[call], adopt)
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("reserve.lua returned no verdict"))
+}
+
+/// [`reserve`] for many orders in one script run (one round trip): their
+/// verdicts, in order. On an error none of the verdicts is known (some orders
+/// may have been decided): decide each again alone.
+pub async fn reserve_many(
+    pool: &Redis,
+    keys: &Keys,
+    calls: &[ReserveCall<'_>],
+    adopt: bool,
+) -> anyhow::Result<Vec<Verdict>> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = RESERVE.prepare_invoke();
+    for call in calls {
+        let terms: [String; 6] = match call.quote {
+            Some(q) => [
+                q.quote_id.as_str().to_owned(),
+                q.supplier.as_str().to_owned(),
+                q.unit_price_minor.to_string(),
+                q.total_minor.to_string(),
+                q.currency.as_str().to_owned(),
+                q.delivery_days.to_string(),
+            ],
+            None => Default::default(),
+        };
+        invocation
+            .key(keys.order(call.id))
+            .key(keys.inventory(call.sku))
+            .key(keys.counters())
+            .key(keys.recent_orders())
+            .key(keys.anomalies())
+            .arg(call.sku.as_str())
+            .arg(call.qty.get())
+            .arg(call.message_id)
+            .arg(RECENT_ORDERS)
+            .arg(call.id.as_str())
+            .arg(if adopt { "1" } else { "0" })
+            .arg(&terms);
+    }
+    let mut conn = pool.connection();
+    let replies: Vec<(String, String, String, u8, String, String)> =
+        invocation.invoke_async(&mut conn).await?;
+    if replies.len() != calls.len() {
+        anyhow::bail!(
+            "reserve.lua answered {} of {} orders",
+            replies.len(),
+            calls.len()
+        );
+    }
+    replies.into_iter().map(parse_verdict).collect()
 }
 
 fn parse_verdict(
@@ -309,19 +380,47 @@ pub async fn record_notification(
     id: &OrderId,
     attempt: &Attempt<'_>,
 ) -> anyhow::Result<Option<u64>> {
+    record_notifications(pool, keys, &[(id, *attempt)])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("notified.lua returned nothing"))
+}
+
+/// [`record_notification`] for many orders in one script run: each one's
+/// send time, in order. On an error none is known: record each alone.
+pub async fn record_notifications(
+    pool: &Redis,
+    keys: &Keys,
+    attempts: &[(&OrderId, Attempt<'_>)],
+) -> anyhow::Result<Vec<Option<u64>>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = NOTIFIED.prepare_invoke();
+    for (id, attempt) in attempts {
+        invocation
+            .key(keys.notification(id))
+            .key(keys.order(id))
+            .key(keys.counters())
+            .arg(if attempt.sent { "sent" } else { "failed" })
+            .arg(attempt.token)
+            .arg(attempt.attempts)
+            .arg(attempt.sink)
+            .arg(attempt.error);
+    }
     let mut conn = pool.connection();
-    let (_, sent_at): (u8, String) = NOTIFIED
-        .key(keys.notification(id))
-        .key(keys.order(id))
-        .key(keys.counters())
-        .arg(if attempt.sent { "sent" } else { "failed" })
-        .arg(attempt.token)
-        .arg(attempt.attempts)
-        .arg(attempt.sink)
-        .arg(attempt.error)
-        .invoke_async(&mut conn)
-        .await?;
-    Ok(sent_at.parse().ok())
+    let replies: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
+    if replies.len() != attempts.len() {
+        anyhow::bail!(
+            "notified.lua answered {} of {} notifications",
+            replies.len(),
+            attempts.len()
+        );
+    }
+    Ok(replies
+        .into_iter()
+        .map(|(_, sent_at)| sent_at.parse().ok())
+        .collect())
 }
 
 #[cfg(test)]
