@@ -345,3 +345,71 @@ async fn a_quote_backed_order_is_checked_against_its_record_and_adopted_with_its
     p.stop().await;
     w.finish().await;
 }
+
+/// The sum of a metric's series on a Prometheus text page.
+fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_batch_is_decided_together_each_order_once_and_a_poison_message_parks_alone() {
+    let mut w = World::new().await;
+    w.set_stock("mug", 30).await;
+    // Accepted orders, recorded as the gateway records them, queued before
+    // the processor starts so that they reach it together.
+    for i in 0..40 {
+        let id = format!("b-{i}");
+        let record = w.key(&format!("order:{id}"));
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut w.redis,
+            record,
+            &[("sku", "mug"), ("qty", "1"), ("status", "accepted")],
+        )
+        .await
+        .unwrap();
+        w.publish_order(&id, "mug", 1).await;
+        if i == 20 {
+            // A poison message in the middle of the batch.
+            w.publish_raw("poison", b"{").await;
+        }
+    }
+    // The same order once more (a gateway that republished it).
+    w.publish_order("b-3", "mug", 1).await;
+    let p = RunningProcessor::start(w.config()).await;
+    w.await_decided(40, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(30),
+        "poison parked, the rest acked",
+        || async {
+            testkit::queue_depth(&w.queue("orders.dlq")).await == 1
+                && testkit::queue_depth(&w.queue("orders.queue")).await == 0
+        },
+    )
+    .await;
+    assert_eq!(w.stock("mug").await, Some(0));
+    let c = w.counters().await;
+    assert_eq!(c.get("reserved"), Some(&30), "{c:?}");
+    assert_eq!(c.get("rejected"), Some(&10), "{c:?}");
+    for i in 0..40 {
+        let order = w.order(&format!("b-{i}")).await;
+        assert_eq!(
+            order.get("decisions").map(String::as_str),
+            Some("1"),
+            "b-{i}: {order:?}"
+        );
+    }
+    let m = p.metrics().await;
+    // 42 deliveries, handed out in batches and acked with multiple acks.
+    let batches = metric_sum(&m, "worker_batches_total");
+    let frames = metric_sum(&m, "settle_frames_total");
+    assert_eq!(metric_sum(&m, "deliveries_settled_total"), 42.0, "{m}");
+    assert!(batches < 42.0, "{batches} batches for 42 deliveries");
+    assert!(frames < 42.0, "{frames} settle frames for 42 deliveries");
+    assert_eq!(processed(&m, "replayed"), 1.0, "the republished b-3");
+    p.stop().await;
+    w.finish().await;
+}
