@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use pipeline::amqp::{Broker, Disposition, header};
+use pipeline::amqp::{Broker, Disposition, header, isolated};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderNotified, Outcome};
@@ -140,14 +140,13 @@ impl Handler {
         let alone = futures_util::future::join_all(alone.into_iter().map(
             |(i, p, token, claim)| async move {
                 let span = span(&p);
-                let disposition = async {
+                let work = async {
                     match self.claim_and_send(p, token, claim).await {
                         Step::Done(disposition) => disposition,
                         Step::Record(sending) => self.finish(*sending, None).await,
                     }
-                }
-                .instrument(span)
-                .await;
+                };
+                let disposition = isolated(work.instrument(span), Disposition::Requeue).await;
                 (i, disposition)
             },
         ));
@@ -155,10 +154,9 @@ impl Handler {
             let steps = futures_util::future::join_all(claimed.into_iter().map(
                 |(i, p, token)| async move {
                     let span = span(&p);
-                    let step = self
-                        .claim_and_send(p, token, Some(Claim::Claimed))
-                        .instrument(span)
-                        .await;
+                    let work = self.claim_and_send(p, token, Some(Claim::Claimed));
+                    let step =
+                        isolated(work.instrument(span), Step::Done(Disposition::Requeue)).await;
                     (i, step)
                 },
             ))
@@ -175,7 +173,8 @@ impl Handler {
                         Step::Done(disposition) => disposition,
                         Step::Record(sending) => {
                             let span = span(&sending.parsed);
-                            self.finish(*sending, recorded).instrument(span).await
+                            let work = self.finish(*sending, recorded).instrument(span);
+                            isolated(work, Disposition::Requeue).await
                         }
                     };
                     (i, disposition)

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use pipeline::amqp::{Broker, Disposition, header, previous_deliveries};
+use pipeline::amqp::{Broker, Disposition, header, isolated, previous_deliveries};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderParked, OrderPlaced};
@@ -118,7 +118,7 @@ impl Handler {
             let verdict = p.as_ref().ok().and_then(|_| first.next().flatten());
             async move {
                 match p {
-                    Ok(p) => self.finish(p, verdict).await,
+                    Ok(p) => isolated(self.finish(p, verdict), Disposition::Requeue).await,
                     Err(disposition) => disposition,
                 }
             }

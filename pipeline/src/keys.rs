@@ -74,7 +74,15 @@ impl Keys {
 
     /// `SCAN` pattern of every inventory key.
     pub fn inventory_pattern(&self) -> String {
-        format!("{}inventory:*", self.prefix)
+        // The prefix is matched literally, glob characters and all.
+        let mut prefix = String::with_capacity(self.prefix.len());
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                prefix.push('\\');
+            }
+            prefix.push(c);
+        }
+        format!("{prefix}inventory:*")
     }
 
     /// The SKU of an inventory key found by [`Keys::inventory_pattern`].
@@ -111,5 +119,15 @@ mod tests {
         assert_eq!(plain.inventory(&sku), "inventory:mag-safe-phone-case");
         assert_eq!(plain.order(&id), "order:order123");
         assert_eq!(Keys::new("t1:").counters(), "t1:counters");
+    }
+
+    #[test]
+    fn the_inventory_pattern_takes_the_prefix_literally() {
+        assert_eq!(Keys::default().inventory_pattern(), "inventory:*");
+        assert_eq!(Keys::new("t1:").inventory_pattern(), "t1:inventory:*");
+        assert_eq!(
+            Keys::new("a*b?[c]\\:").inventory_pattern(),
+            "a\\*b\\?\\[c\\]\\\\:inventory:*"
+        );
     }
 }

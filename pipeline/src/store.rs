@@ -5,7 +5,8 @@
 //! idle sockets and no health-check `PING` in front of each command (a pool's
 //! recycle check was half of all round trips per order). The socket has
 //! `TCP_NODELAY` set, so a small command is sent at once instead of waiting
-//! for the previous one's ACK.
+//! for the previous one's ACK, and `TCP_USER_TIMEOUT` (the reply timeout), so
+//! a connection to a host that vanished fails and is re-made.
 //!
 //! Every wait is bounded: connecting times out (`REDIS_TIMEOUT_MS`), and so
 //! does every reply (`REDIS_RESPONSE_TIMEOUT_MS`, default 5 s rather than the
@@ -37,7 +38,15 @@ impl Redis {
 /// Sets up the connection; it is opened lazily, on first use.
 pub fn connect(cfg: &RedisConfig) -> anyhow::Result<Redis> {
     let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())?;
-    let info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    let tcp = TcpSettings::default().set_nodelay(true);
+    // A half-open socket (the host or the network gone without a FIN) would
+    // otherwise time every command out for as long as the kernel keeps
+    // retransmitting (~15 minutes): with TCP_USER_TIMEOUT unacknowledged
+    // data fails the connection, and the next command reconnects. (Redis
+    // stalling is not this: the kernel still ACKs.)
+    #[cfg(target_os = "linux")]
+    let tcp = tcp.set_user_timeout(cfg.response_timeout);
+    let info = info.set_tcp_settings(tcp);
     let client = redis::Client::open(info)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(cfg.timeout))

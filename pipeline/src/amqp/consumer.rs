@@ -72,6 +72,18 @@ pub struct ConsumeOptions {
     pub tag: String,
 }
 
+/// `work`, with a panic in it turned into `on_panic`: one delivery's bug
+/// must not take the rest of its batch down with it.
+pub async fn isolated<T>(work: impl Future<Output = T>, on_panic: T) -> T {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(value) => value,
+        Err(_) => {
+            tracing::error!("handling a delivery panicked; putting it back");
+            on_panic
+        }
+    }
+}
+
 /// Runs `handle` on every delivery of a batch concurrently: a batch handler
 /// for work that has no cheaper way to do many at once.
 pub fn each<F, Fut>(handle: F) -> impl Fn(Vec<Delivery>) -> BoxFuture<'static, Vec<Disposition>>
@@ -81,7 +93,12 @@ where
 {
     move |batch| {
         let handle = handle.clone();
-        futures_util::future::join_all(batch.into_iter().map(handle)).boxed()
+        futures_util::future::join_all(
+            batch
+                .into_iter()
+                .map(move |d| isolated(handle(d), Disposition::Requeue)),
+        )
+        .boxed()
     }
 }
 
@@ -168,9 +185,10 @@ where
         channel: &channel,
         queue: &options.queue,
         timeout: setup_timeout,
-        // More finished deliveries than a batch waiting behind one slow
-        // delivery: ack them one by one rather than let them fill the window.
-        hold_limit: options.batch.max(1),
+        // More finished deliveries than a batch (or half the window) waiting
+        // behind one slow delivery: ack them one by one rather than let them
+        // fill the window (at most prefetch - 1 can ever be held).
+        hold_limit: options.batch.min(usize::from(options.prefetch) / 2).max(1),
         in_flight: metrics::gauge!("deliveries_in_flight", "queue" => options.queue.clone()),
     };
     let mut settler = Settler::default();
@@ -250,14 +268,17 @@ impl Worker<'_> {
         tasks.spawn(async move {
             // A handler that panics or forgets a delivery puts it back rather
             // than leaving it unsettled (which would hold every later ack).
-            let dispositions = match AssertUnwindSafe(handler(batch)).catch_unwind().await {
+            // Handlers isolate each delivery's work ([`isolated`]), so a
+            // panic that reaches this far is in the batch's shared part.
+            let run = AssertUnwindSafe(async move { handler(batch).await }).catch_unwind();
+            let dispositions = match run.await {
                 Ok(dispositions) => dispositions,
                 Err(_) => {
                     tracing::error!(%queue, "the handler panicked; putting its batch back");
                     Vec::new()
                 }
             };
-            if dispositions.len() != tags.len() && !dispositions.is_empty() {
+            if dispositions.len() != tags.len() {
                 tracing::error!(%queue, expected = tags.len(), got = dispositions.len(), "the handler returned the wrong number of dispositions; requeueing the rest");
             }
             let rest = std::iter::repeat(Disposition::Requeue);
@@ -271,9 +292,13 @@ impl Worker<'_> {
     async fn settle(&self, settler: &mut Settler, done: Result<Finished, tokio::task::JoinError>) {
         let finished = match done {
             Ok(finished) => finished,
-            // Cancelled on shutdown: its deliveries stay unacked and the
-            // broker redelivers them.
-            Err(_) => return,
+            // Tasks are never aborted and catch their handler's panics; should
+            // one fail anyway, its deliveries stay unacked (the acks behind
+            // them wait) until the channel closes and the broker redelivers.
+            Err(e) => {
+                tracing::error!(error = %e, "a batch task failed; its deliveries wait for the next channel");
+                return;
+            }
         };
         self.in_flight.decrement(finished.len() as f64);
         for (_, disposition) in &finished {

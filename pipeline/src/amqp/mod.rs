@@ -8,5 +8,7 @@ pub mod settle;
 pub mod topology;
 
 pub use broker::{Broker, Link, Outgoing, PublishError};
-pub use consumer::{ConsumeOptions, Disposition, consume, each, header, previous_deliveries};
+pub use consumer::{
+    ConsumeOptions, Disposition, consume, each, header, isolated, previous_deliveries,
+};
 pub use topology::{REJECTED_KEEP, Topology};
