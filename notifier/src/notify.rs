@@ -104,14 +104,6 @@ impl Sending {
 }
 
 impl Handler {
-    /// One delivery alone (see [`Handler::handle_batch`]).
-    pub async fn handle(&self, delivery: Delivery) -> Disposition {
-        self.handle_batch(vec![delivery])
-            .await
-            .pop()
-            .unwrap_or(Disposition::Requeue)
-    }
-
     /// A batch of deliveries: one script run claims every notification in
     /// it; those it claimed are sent, recorded by one more script run, and
     /// publish their `order.notified`, waiting for the confirms all at once.

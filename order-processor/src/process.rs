@@ -78,14 +78,6 @@ struct Parsed {
 }
 
 impl Handler {
-    /// One delivery alone (see [`Handler::handle_batch`]).
-    pub async fn handle(&self, delivery: Delivery) -> Disposition {
-        self.handle_batch(vec![delivery])
-            .await
-            .pop()
-            .unwrap_or(Disposition::Requeue)
-    }
-
     /// A batch of deliveries: every order in it is decided by one script run
     /// (one Redis round trip), then each publishes its event and waits for
     /// its confirm, all at once. A malformed message is dead-lettered alone;
