@@ -72,6 +72,14 @@ async fn main() {
     }
 }
 
+/// A flag's value that must be a number above zero.
+fn positive<T: std::str::FromStr + Default + PartialOrd>(value: Option<&String>) -> Result<T, ()> {
+    value
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > T::default())
+        .ok_or(())
+}
+
 /// `loadtest probe`: prints the raw confirmed publish rate (or JSON).
 async fn probe(args: &[String]) -> i32 {
     let (mut amqp, mut messages, mut window, mut json) = (
@@ -84,18 +92,8 @@ async fn probe(args: &[String]) -> i32 {
     while let Some(flag) = it.next() {
         let parsed = match flag.as_str() {
             "--amqp" => it.next().map(|v| amqp = v.clone()).ok_or(()),
-            "--messages" => it
-                .next()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-                .map(|n| messages = n)
-                .ok_or(()),
-            "--window" => it
-                .next()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-                .map(|n| window = n)
-                .ok_or(()),
+            "--messages" => positive(it.next()).map(|n| messages = n),
+            "--window" => positive(it.next()).map(|n| window = n),
             "--json" => {
                 json = true;
                 Ok(())

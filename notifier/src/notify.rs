@@ -153,11 +153,13 @@ impl Handler {
                 },
             ))
             .await;
-            let recorded = self.record_many(steps.iter().map(|(_, s)| s)).await;
-            let mut recorded = recorded.into_iter();
+            let mut recorded = self
+                .record_many(steps.iter().map(|(_, s)| s))
+                .await
+                .map(Vec::into_iter);
             let finished = steps.into_iter().map(|(i, step)| {
                 let recorded = match step {
-                    Step::Record(_) => recorded.next().flatten(),
+                    Step::Record(_) => recorded.as_mut().and_then(Iterator::next),
                     Step::Done(_) => None,
                 };
                 async move {
@@ -207,12 +209,12 @@ impl Handler {
             .collect()
     }
 
-    /// Every attempt to record, in one script run (`None` each where the
-    /// run failed: that attempt is recorded alone).
+    /// Every attempt to record, in one script run: each one's send time, in
+    /// order (`None` when the run failed: each attempt is recorded alone).
     async fn record_many<'a>(
         &self,
         steps: impl Iterator<Item = &'a Step>,
-    ) -> Vec<Option<anyhow::Result<Option<u64>>>> {
+    ) -> Option<Vec<Option<u64>>> {
         let sink = self.sink.name();
         let attempts: Vec<(&pipeline::domain::OrderId, pipeline::order::Attempt<'_>)> = steps
             .filter_map(|s| match s {
@@ -221,10 +223,10 @@ impl Handler {
             })
             .collect();
         match pipeline::order::record_notifications(&self.pool, &self.keys, &attempts).await {
-            Ok(recorded) => recorded.into_iter().map(|r| Some(Ok(r))).collect(),
+            Ok(recorded) => Some(recorded),
             Err(e) => {
                 tracing::debug!(error = format!("{e:#}"), "batched record failed");
-                attempts.iter().map(|_| None).collect()
+                None
             }
         }
     }
@@ -314,17 +316,14 @@ impl Handler {
         }))
     }
 
-    /// Records the attempt (unless the batch did) and settles: publishes
-    /// `order.notified` after a recorded send.
-    async fn finish(
-        &self,
-        sending: Sending,
-        recorded: Option<anyhow::Result<Option<u64>>>,
-    ) -> Disposition {
+    /// Records the attempt (unless the batch did: `recorded` is then its
+    /// send time) and settles: publishes `order.notified` after a recorded
+    /// send.
+    async fn finish(&self, sending: Sending, recorded: Option<Option<u64>>) -> Disposition {
         let sink = self.sink.name();
         let event = &sending.parsed.event;
         let recorded = match recorded {
-            Some(recorded) => recorded,
+            Some(sent_at) => Ok(sent_at),
             None => {
                 let attempt = sending.attempt(sink);
                 pipeline::retry::transient(self.transient_retry, &self.shutdown, || {
