@@ -235,7 +235,7 @@ impl IntoResponse for ApiError {
                 body,
             ),
             Self::Quotes(crate::quotes::QuoteError::Gather(
-                pipeline::scatter::GatherError::TooManyPending(_),
+                quotes::scatter::GatherError::TooManyPending(_),
             )) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too-many-quote-requests",
@@ -244,7 +244,7 @@ impl IntoResponse for ApiError {
             .detail(detail)
             .retry_after(RETRY_AFTER_UNAVAILABLE),
             Self::Quotes(crate::quotes::QuoteError::Gather(
-                pipeline::scatter::GatherError::Unavailable,
+                quotes::scatter::GatherError::Unavailable,
             )) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker-unavailable",

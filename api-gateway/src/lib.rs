@@ -3,7 +3,7 @@
 //! Validates `POST /orders`, accepts each order exactly once per idempotency key,
 //! and answers 202 only after the broker confirmed the message. Answers
 //! `GET /quotes/{sku}` by asking every supplier at once ([`quotes`], over
-//! `pipeline::scatter`). See `ARCHITECTURE.md` for the invariants.
+//! `quotes::scatter`). See `ARCHITECTURE.md` for the invariants.
 
 pub mod config;
 pub mod error;

@@ -1,9 +1,9 @@
 //! Supplier quotes: the gateway's side of scatter-gather.
 //!
 //! [`Quotes::ask`] fans a [`QuoteRequest`] out to every configured supplier
-//! whose circuit is not open (over `pipeline::scatter`), gathers the answers
+//! whose circuit is not open (over `quotes::scatter`), gathers the answers
 //! by the strategy's completion rule, checks that every answer answers this
-//! request, judges them ([`pipeline::quotes::verdict`]) and keeps each
+//! request, judges them ([`quotes::judge`]) and keeps each
 //! in-stock quote it hands out in Redis (`quote:<id>`) until it expires, so
 //! an order can name it.
 
@@ -14,14 +14,12 @@ use pipeline::config::{ConfigError, parse_or, var_or};
 use pipeline::domain::{Quantity, Sku};
 use pipeline::keys::Keys;
 use pipeline::messages::now_ms;
-use pipeline::quotes::{
-    Currency, EXPIRED_QUOTE_KEPT, Offer, QuoteId, QuoteReply, QuoteRequest, Strategy, SupplierId,
-    Verdict,
+use pipeline::api::DestinationStatus;
+use pipeline::domain::{Currency, QuoteId, SupplierId};
+use quotes::scatter::{
+    BreakerConfig, CompletedBy, Destination, GatherError, ScatterGather, Settings, Slot,
 };
-use pipeline::scatter::{
-    BreakerConfig, CompletedBy, Destination, DestinationStatus, GatherError, ScatterGather,
-    Settings, Slot,
-};
+use quotes::{EXPIRED_QUOTE_KEPT, Judgement, Offer, QuoteReply, QuoteRequest, Strategy};
 use pipeline::shutdown::CancellationToken;
 use pipeline::store::Redis;
 use tokio::time::Instant;
@@ -64,9 +62,9 @@ impl QuotesConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let raw = var_or(
             "QUOTE_SUPPLIERS",
-            &pipeline::quotes::DEMO_SUPPLIERS.join(","),
+            &quotes::DEMO_SUPPLIERS.join(","),
         );
-        let suppliers = pipeline::quotes::parse_suppliers(&raw)
+        let suppliers = pipeline::domain::parse_suppliers(&raw)
             .map_err(|e| ConfigError::new("QUOTE_SUPPLIERS", &raw, e))?;
         let positive = |name: &str, default: u64| -> Result<u64, ConfigError> {
             let v: u64 = parse_or(name, default)?;
@@ -172,7 +170,7 @@ pub struct Answer {
     pub ask: Ask,
     pub slots: Vec<Slot<QuoteReply>>,
     pub completed_by: CompletedBy,
-    pub verdict: Verdict,
+    pub judgement: Judgement,
     /// Every in-stock quote, cheapest first, with ids (empty unless found).
     pub quotes: Vec<IssuedQuote>,
 }
@@ -207,7 +205,7 @@ impl Quotes {
         let destinations = config
             .suppliers
             .iter()
-            .map(|s| topology.supplier_destination(s))
+            .map(|s| Destination::supplier(topology, s))
             .collect();
         let sg = ScatterGather::start(
             broker.clone(),
@@ -274,13 +272,13 @@ impl Quotes {
                 &self.destinations,
                 ask.timeout,
                 |supplier, reply| {
-                    pipeline::quotes::check_reply(supplier, reply, &request, currency)
+                    quotes::check_reply(supplier, reply, &request, currency)
                 },
                 |slots| strategy.completion(k, explicit, slots),
             )
             .await?;
         let slots = gathered.slots;
-        let verdict = pipeline::quotes::verdict(strategy, k, &slots, gathered.completed_by);
+        let judgement = quotes::judge(strategy, k, &slots, gathered.completed_by);
         metrics::counter!(
             "quote_requests_total",
             "strategy" => strategy.as_str(),
@@ -289,8 +287,8 @@ impl Quotes {
         .increment(1);
         metrics::histogram!("quote_request_duration_seconds", "strategy" => strategy.as_str())
             .record(started.elapsed().as_secs_f64());
-        let quotes = match &verdict {
-            Verdict::Found { offers, .. } => {
+        let quotes = match &judgement {
+            Judgement::Found { offers, .. } => {
                 self.issue(&ask, offers).await.map_err(QuoteError::Store)?
             }
             _ => Vec::new(),
@@ -299,7 +297,7 @@ impl Quotes {
             ask,
             slots,
             completed_by: gathered.completed_by,
-            verdict,
+            judgement,
             quotes,
         })
     }

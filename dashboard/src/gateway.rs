@@ -17,8 +17,8 @@ pub struct GatewayClient {
 
 /// One supplier as the gateway's `/suppliers` describes it, and the whole
 /// answer: the shared crate owns the shape the gateway writes.
-pub use pipeline::quotes::SuppliersReport;
-pub use pipeline::scatter::DestinationStatus as SupplierStatus;
+pub use pipeline::api::SuppliersReport;
+pub use pipeline::api::DestinationStatus as SupplierStatus;
 
 impl GatewayClient {
     /// `url`: the gateway's base URL (`http://host:port`); `timeout` bounds

@@ -213,7 +213,7 @@ mod tests {
     fn circuits_map_to_the_gateways_gauge_values() {
         // A circuit as `/suppliers` names it, read as the gateway's own type.
         let circuit_gauge = |name: &str| {
-            serde_json::from_str::<pipeline::scatter::CircuitState>(&format!("\"{name}\""))
+            serde_json::from_str::<pipeline::api::CircuitState>(&format!("\"{name}\""))
                 .ok()
                 .map(|c| c.gauge() as u8)
         };

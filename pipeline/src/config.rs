@@ -99,7 +99,7 @@ pub struct BrokerConfig {
     /// Suppliers whose quote queues this service declares (see
     /// [`crate::amqp::Topology::with_suppliers`]); set by the gateway and
     /// the supplier, empty elsewhere.
-    pub suppliers: Vec<crate::quotes::SupplierId>,
+    pub suppliers: Vec<crate::domain::SupplierId>,
 }
 
 pub const DEFAULT_RABBITMQ_URLS: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

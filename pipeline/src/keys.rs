@@ -91,13 +91,13 @@ impl Keys {
     }
 
     /// A supplier's catalog.
-    pub fn catalog(&self, supplier: &crate::quotes::SupplierId) -> String {
+    pub fn catalog(&self, supplier: &crate::domain::SupplierId) -> String {
         format!("{}catalog:{supplier}", self.prefix)
     }
 
     /// A quote handed out by `GET /quotes/{sku}` (`intake.lua` gets the
     /// whole key).
-    pub fn quote(&self, id: &crate::quotes::QuoteId) -> String {
+    pub fn quote(&self, id: &crate::domain::QuoteId) -> String {
         format!("{}quote:{}", self.prefix, id.as_str())
     }
 

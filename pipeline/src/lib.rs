@@ -9,6 +9,7 @@
 //! shutdown.
 
 pub mod amqp;
+pub mod api;
 pub mod config;
 pub mod domain;
 pub mod history;
@@ -16,9 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod messages;
 pub mod order;
-pub mod quotes;
 pub mod retry;
-pub mod scatter;
 pub mod service;
 pub mod shutdown;
 pub mod store;

@@ -33,7 +33,7 @@ pub struct OrderPlaced {
     pub placed_at_ms: u64,
     /// The supplier quote it was placed against, with its price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quote: Option<crate::quotes::QuoteTerms>,
+    pub quote: Option<crate::domain::QuoteTerms>,
 }
 
 /// What the processor decided for an order.

@@ -38,7 +38,7 @@ pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
     ]
     .map(|f| fields.get(f).map(String::as_str).unwrap_or(""));
     if !terms[0].is_empty()
-        && let Ok(terms) = crate::quotes::QuoteTerms::from_fields(terms)
+        && let Ok(terms) = crate::domain::QuoteTerms::from_fields(terms)
     {
         view["quote"] = json!(terms);
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, parse_or, var_or};
-use pipeline::quotes::SupplierId;
+use pipeline::domain::SupplierId;
 
 #[derive(Debug, Clone)]
 pub struct SupplierConfig {

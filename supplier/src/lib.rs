@@ -11,6 +11,7 @@
 //! `SUPPLIER_FAILURE_RATE` make a slow or failing supplier for demos and
 //! tests.
 
+pub mod catalog;
 pub mod config;
 
 use std::sync::Arc;
@@ -23,7 +24,10 @@ use lapin::options::BasicPublishOptions;
 use pipeline::amqp::{Broker, ConsumeOptions, Disposition};
 use pipeline::keys::Keys;
 use pipeline::messages::now_ms;
-use pipeline::quotes::{CatalogEntry, QuoteReply, QuoteRequest, SupplierId, Unavailable};
+use pipeline::domain::SupplierId;
+use quotes::{QuoteReply, QuoteRequest, Unavailable};
+
+use crate::catalog::{CatalogEntry, demo_catalog};
 use pipeline::service::Base;
 use pipeline::shutdown::CancellationToken;
 use pipeline::store::Redis;
@@ -126,7 +130,7 @@ pub async fn seed_demo_catalog(
     );
     let mut invocation = script.prepare_invoke();
     invocation.key(keys.catalog(supplier));
-    for (sku, entry) in pipeline::quotes::demo_catalog(supplier.as_str()) {
+    for (sku, entry) in demo_catalog(supplier.as_str()) {
         invocation.arg(sku).arg(serde_json::to_string(&entry)?);
     }
     let mut conn = pool.connection();

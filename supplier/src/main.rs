@@ -32,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
             let redis = RedisConfig::from_env()?;
             let pool = pipeline::store::connect(&redis)?;
             let keys = pipeline::keys::Keys::new(redis.key_prefix.clone());
-            for id in pipeline::quotes::DEMO_SUPPLIERS {
-                let id = pipeline::quotes::SupplierId::parse(id)?;
+            for id in quotes::DEMO_SUPPLIERS {
+                let id = pipeline::domain::SupplierId::parse(id)?;
                 let written = supplier::seed_demo_catalog(&pool, &keys, &id).await?;
                 println!(
                     "{}: {}",

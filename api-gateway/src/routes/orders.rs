@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
 use pipeline::messages::{EventKind, OrderPlaced, now_ms};
-use pipeline::quotes::QuoteId;
+use pipeline::domain::QuoteId;
 use pipeline::trace::TraceParent;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;

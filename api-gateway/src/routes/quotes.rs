@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use pipeline::domain::{InvalidField, Quantity, Sku};
-use pipeline::quotes::{QuoteReply, Strategy, SuppliersReport, Verdict, utc_timestamp};
-use pipeline::scatter::{Outcome, Slot};
+use pipeline::api::SuppliersReport;
+use quotes::scatter::{Fate, Slot};
+use quotes::{Judgement, QuoteReply, Strategy, utc_timestamp};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -130,24 +131,24 @@ async fn get_quotes(
     .await
     .map_err(|e| ApiError::Unexpected(e.into()))??;
     let body = answer_body(&answer);
-    match &answer.verdict {
-        Verdict::Found { .. } => Ok(Json(body).into_response()),
-        Verdict::AllCircuitsOpen => Err(ApiError::AllCircuitsOpen(body)),
-        Verdict::TooFewByDeadline { have } => Err(ApiError::QuotesTimeout {
+    match &answer.judgement {
+        Judgement::Found { .. } => Ok(Json(body).into_response()),
+        Judgement::AllCircuitsOpen => Err(ApiError::AllCircuitsOpen(body)),
+        Judgement::TooFewByDeadline { have } => Err(ApiError::QuotesTimeout {
             have: *have,
             wanted: answer.ask.min_responses,
             body,
         }),
-        Verdict::TooFewAnswers { have } => Err(ApiError::TooFewResponses {
+        Judgement::TooFewAnswers { have } => Err(ApiError::TooFewResponses {
             have: *have,
             wanted: answer.ask.min_responses,
             body,
         }),
-        Verdict::QuorumNotReached => Err(ApiError::QuorumNotReached {
+        Judgement::QuorumNotReached => Err(ApiError::QuorumNotReached {
             wanted: answer.ask.min_responses,
             body,
         }),
-        Verdict::NoneInStock => Err(ApiError::NoAvailableSupplier(body)),
+        Judgement::NoneInStock => Err(ApiError::NoAvailableSupplier(body)),
     }
 }
 
@@ -178,7 +179,7 @@ fn answer_body(answer: &Answer) -> Value {
     // Without a result (a problem), the in-stock answers are still shown,
     // but with no quote id: they cannot be ordered against.
     let quotes: Vec<Value> = if answer.quotes.is_empty() {
-        pipeline::quotes::offers(&answer.slots)
+        quotes::offers(&answer.slots)
             .iter()
             .map(|o| {
                 json!({
@@ -206,13 +207,13 @@ fn answer_body(answer: &Answer) -> Value {
         "quotes": quotes,
         "suppliers": answer.slots.iter().map(supplier_entry).collect::<Vec<_>>(),
     });
-    if let Verdict::Found { chosen, offers } = &answer.verdict {
+    if let Judgement::Found { chosen, offers } = &answer.judgement {
         body["quote"] = find(chosen.supplier.as_str()).unwrap_or(Value::Null);
         if ask.strategy == Strategy::All {
-            body["cheapest"] = pipeline::quotes::cheapest(offers)
+            body["cheapest"] = quotes::cheapest(offers)
                 .and_then(|o| find(o.supplier.as_str()))
                 .unwrap_or(Value::Null);
-            body["fastest"] = pipeline::quotes::fastest_delivery(offers)
+            body["fastest"] = quotes::fastest_delivery(offers)
                 .and_then(|o| find(o.supplier.as_str()))
                 .unwrap_or(Value::Null);
         }
@@ -222,22 +223,22 @@ fn answer_body(answer: &Answer) -> Value {
 
 fn supplier_entry(slot: &Slot<QuoteReply>) -> Value {
     let (outcome, detail) = match &slot.outcome {
-        Outcome::Reply(QuoteReply::Quoted { .. }) => ("quoted", None),
-        Outcome::Reply(QuoteReply::Unavailable { reason, stock, .. }) => (
+        Fate::Reply(QuoteReply::Quoted { .. }) => ("quoted", None),
+        Fate::Reply(QuoteReply::Unavailable { reason, stock, .. }) => (
             "unavailable",
             Some(json!({"reason": reason.as_str(), "stock": stock})),
         ),
-        Outcome::Reply(QuoteReply::Failed { error, .. }) | Outcome::Error(error) => {
+        Fate::Reply(QuoteReply::Failed { error, .. }) | Fate::Error(error) => {
             ("error", Some(json!({"error": error})))
         }
-        Outcome::Timeout => ("timeout", None),
-        Outcome::Skipped => ("skipped", None),
-        Outcome::Waiting | Outcome::Unanswered => ("unanswered", None),
+        Fate::Timeout => ("timeout", None),
+        Fate::Skipped => ("skipped", None),
+        Fate::Waiting | Fate::Unanswered => ("unanswered", None),
     };
     let mut entry = json!({
         "supplier": slot.destination,
         "outcome": outcome,
-        "responded": matches!(slot.outcome, Outcome::Reply(_)),
+        "responded": matches!(slot.outcome, Fate::Reply(_)),
         "latency_ms": slot.latency.map(|l| (l.as_secs_f64() * 1000.0 * 10.0).round() / 10.0),
         "circuit": slot.circuit.as_str(),
     });
@@ -264,7 +265,7 @@ async fn get_suppliers(State(state): State<AppState>) -> Json<SuppliersReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipeline::quotes::SupplierId;
+    use pipeline::domain::SupplierId;
 
     fn config() -> QuotesConfig {
         QuotesConfig::with_suppliers(

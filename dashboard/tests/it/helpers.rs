@@ -111,7 +111,7 @@ impl Stack {
                     options
                         .suppliers
                         .iter()
-                        .map(|s| pipeline::quotes::SupplierId::parse(s).unwrap())
+                        .map(|s| pipeline::domain::SupplierId::parse(s).unwrap())
                         .collect(),
                 ),
                 history: None,

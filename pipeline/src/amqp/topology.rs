@@ -40,8 +40,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 use crate::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
-use crate::quotes::SupplierId;
-use crate::scatter::Destination;
+use crate::domain::SupplierId;
 
 /// The queues' unprefixed names.
 pub const ORDERS_QUEUE: &str = "orders.queue";
@@ -111,15 +110,6 @@ impl Topology {
     /// The queue supplier `id` consumes quote requests from.
     pub fn supplier_queue(&self, id: &SupplierId) -> String {
         self.name(&format!("quotes.{id}"))
-    }
-
-    /// Where a quote request for supplier `id` is published.
-    pub fn supplier_destination(&self, id: &SupplierId) -> Destination {
-        Destination {
-            name: id.as_str().to_owned(),
-            exchange: self.quotes_exchange(),
-            routing_key: id.as_str().to_owned(),
-        }
     }
 
     /// Queues vanish after `expires` unused (`x-expires`); for throwaway setups.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
 use crate::keys::Keys;
-use crate::quotes::{QuoteId, QuoteTerms};
+use crate::domain::{QuoteId, QuoteTerms};
 use crate::store::Redis;
 
 use super::{ACCEPT, INTAKE, RECENT_ORDERS, RELEASE};

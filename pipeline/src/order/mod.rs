@@ -237,7 +237,7 @@ pub struct ReserveCall<'a> {
     pub id: &'a OrderId,
     pub sku: &'a Sku,
     pub qty: Quantity,
-    pub quote: Option<&'a crate::quotes::QuoteTerms>,
+    pub quote: Option<&'a crate::domain::QuoteTerms>,
     pub message_id: &'a str,
 }
 
@@ -253,7 +253,7 @@ pub async fn reserve(
     id: &OrderId,
     sku: &Sku,
     qty: Quantity,
-    quote: Option<&crate::quotes::QuoteTerms>,
+    quote: Option<&crate::domain::QuoteTerms>,
     message_id: &str,
     adopt: bool,
 ) -> anyhow::Result<Verdict> {

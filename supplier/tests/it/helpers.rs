@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use api_gateway::idempotency::Lifetimes;
 use api_gateway::{Application, GatewayConfig, QuotesConfig};
-use pipeline::quotes::SupplierId;
-use pipeline::scatter::BreakerConfig;
+use pipeline::domain::SupplierId;
+use quotes::scatter::BreakerConfig;
 use pipeline::shutdown::CancellationToken;
 use redis::AsyncCommands;
 use reqwest::StatusCode;

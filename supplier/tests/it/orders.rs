@@ -101,7 +101,7 @@ async fn a_quote_for_another_qty_an_unknown_or_an_expired_quote_is_422() {
         "{body}"
     );
 
-    let unknown = pipeline::quotes::QuoteId::generate();
+    let unknown = pipeline::domain::QuoteId::generate();
     let (status, body) = w
         .post_order(json!({"sku": SKU, "qty": 2, "quote_id": unknown.as_str()}))
         .await;

@@ -49,7 +49,7 @@ async fn the_demo_catalog_is_written_only_where_none_exists() {
     let redis_config = testkit::redis_config(&prefix);
     let pool = pipeline::store::connect(&redis_config).unwrap();
     let keys = pipeline::keys::Keys::new(redis_config.key_prefix.clone());
-    let acme = pipeline::quotes::SupplierId::parse("acme").unwrap();
+    let acme = pipeline::domain::SupplierId::parse("acme").unwrap();
     assert!(
         supplier::seed_demo_catalog(&pool, &keys, &acme)
             .await

@@ -23,12 +23,12 @@
 //!   (min responses, quorum, first acceptable answer), or the deadline; the
 //!   result names which ([`CompletedBy`]).
 //! * **A circuit breaker per destination** ([`breaker`]): an open destination
-//!   is not sent to (its outcome is [`Outcome::Skipped`]); timeouts, error
+//!   is not sent to (its outcome is [`Fate::Skipped`]); timeouts, error
 //!   replies, unroutable and refused publishes count as failures.
 //!
 //! The core is generic: the request is any bytes, a reply any
 //! [`GatherReply`]. What a result *means* (cheapest, fastest, quorum) is the
-//! caller's: plain functions over the [`Slot`]s (see `crate::quotes`).
+//! caller's: plain functions over the [`Slot`]s (see [`crate::strategy`]).
 
 pub mod breaker;
 
@@ -47,8 +47,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Broker;
-pub use breaker::{Breaker, BreakerConfig, CircuitState, Permit};
+use pipeline::amqp::Broker;
+pub use breaker::{Breaker, BreakerConfig, Permit};
+pub use pipeline::api::{CircuitState, DestinationStatus};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -71,9 +72,20 @@ pub struct Destination {
     pub routing_key: String,
 }
 
+impl Destination {
+    /// Where a quote request for supplier `id` is published.
+    pub fn supplier(topology: &pipeline::amqp::Topology, id: &pipeline::domain::SupplierId) -> Self {
+        Self {
+            name: id.as_str().to_owned(),
+            exchange: topology.quotes_exchange(),
+            routing_key: id.as_str().to_owned(),
+        }
+    }
+}
+
 /// What became of one destination's part of a request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome<R> {
+pub enum Fate<R> {
     /// Still waiting (only ever seen by completion rules).
     Waiting,
     /// Answered.
@@ -88,7 +100,7 @@ pub enum Outcome<R> {
     Unanswered,
 }
 
-impl<R> Outcome<R> {
+impl<R> Fate<R> {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Waiting => "waiting",
@@ -105,7 +117,7 @@ impl<R> Outcome<R> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot<R> {
     pub destination: String,
-    pub outcome: Outcome<R>,
+    pub outcome: Fate<R>,
     /// From the publish to the reply (or the error).
     pub latency: Option<Duration>,
     /// 1 for the first destination that answered, 2 for the second, ...
@@ -171,29 +183,6 @@ pub struct Settings {
     /// destination's fault).
     pub blame_timeouts_from: Duration,
     pub breaker: BreakerConfig,
-}
-
-/// A destination's figures, for health pages and dashboards (the gateway's
-/// `GET /suppliers` writes them, the dashboard reads them back).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DestinationStatus {
-    pub name: String,
-    pub circuit: CircuitState,
-    /// Milliseconds until an open circuit lets a probe through.
-    pub open_for_ms: Option<u64>,
-    /// Calls and failures in the breaker's current window.
-    pub window_calls: usize,
-    pub window_failures: usize,
-    /// Over the last [`RECENT`] calls that had an outcome.
-    pub recent_calls: usize,
-    pub recent_success_rate: Option<f64>,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub replies: u64,
-    pub errors: u64,
-    pub timeouts: u64,
-    pub skipped: u64,
-    pub last_error: Option<String>,
 }
 
 /// How many recent calls per destination the figures are taken over.
@@ -426,9 +415,9 @@ impl ScatterGather {
                 slots.push(Slot {
                     destination: d.name.clone(),
                     outcome: if permit.is_some() {
-                        Outcome::Waiting
+                        Fate::Waiting
                     } else {
-                        Outcome::Skipped
+                        Fate::Skipped
                     },
                     latency: None,
                     arrival: None,
@@ -483,7 +472,7 @@ impl ScatterGather {
         headers.insert(
             "traceparent".into(),
             lapin::types::AMQPValue::LongString(
-                crate::trace::TraceParent::generate().header_value().into(),
+                pipeline::trace::TraceParent::generate().header_value().into(),
             ),
         );
         let mut confirms = FuturesUnordered::new();
@@ -499,7 +488,7 @@ impl ScatterGather {
                 .with_reply_to(REPLY_TO.into())
                 .with_expiration(expiration.clone().into())
                 .with_headers(headers.clone())
-                .with_timestamp(crate::messages::now_ms() / 1000);
+                .with_timestamp(pipeline::messages::now_ms() / 1000);
             let publish = channel.basic_publish(
                 d.exchange.as_str().into(),
                 d.routing_key.as_str().into(),
@@ -521,14 +510,14 @@ impl ScatterGather {
                 }
                 Err(_) => "could not send the request in time",
             };
-            slots[i].outcome = Outcome::Error(failed.into());
+            slots[i].outcome = Fate::Error(failed.into());
             slots[i].latency = Some(sent_at.elapsed());
             settle.blameless[i] = true;
         }
 
         let mut arrivals = 0;
         let completed_by = loop {
-            let settled = slots.iter().all(|s| !matches!(s.outcome, Outcome::Waiting));
+            let settled = slots.iter().all(|s| !matches!(s.outcome, Fate::Waiting));
             match done(&slots) {
                 // "min_responses" means stopping early; with every answer
                 // in, it is simply all.
@@ -543,7 +532,7 @@ impl ScatterGather {
                         self.count_late();
                         continue;
                     };
-                    if !matches!(slot.outcome, Outcome::Waiting) {
+                    if !matches!(slot.outcome, Fate::Waiting) {
                         // A second answer from one destination (a redelivered
                         // request answered twice), or one after a failed publish.
                         self.count_late();
@@ -554,15 +543,15 @@ impl ScatterGather {
                     slot.latency = Some(arrival.at.saturating_duration_since(sent_at));
                     slot.outcome = match serde_json::from_slice::<R>(&arrival.body) {
                         Ok(reply) => match reply.failure() {
-                            Some(reason) => Outcome::Error(reason),
+                            Some(reason) => Fate::Error(reason),
                             None => match check(&slot.destination, &reply) {
-                                Ok(()) => Outcome::Reply(reply),
-                                Err(reason) => Outcome::Error(reason),
+                                Ok(()) => Fate::Reply(reply),
+                                Err(reason) => Fate::Error(reason),
                             },
                         },
                         Err(e) => {
                             tracing::warn!(destination = %slot.destination, error = %e, "unreadable reply");
-                            Outcome::Error("unreadable reply".into())
+                            Fate::Error("unreadable reply".into())
                         }
                     };
                 }
@@ -578,9 +567,9 @@ impl ScatterGather {
                         Err(_) => Some(("the broker link failed", true)),
                     };
                     if let Some((reason, blameless)) = failed
-                        && matches!(slots[i].outcome, Outcome::Waiting)
+                        && matches!(slots[i].outcome, Fate::Waiting)
                     {
-                        slots[i].outcome = Outcome::Error(reason.into());
+                        slots[i].outcome = Fate::Error(reason.into());
                         slots[i].latency = Some(sent_at.elapsed());
                         settle.blameless[i] = blameless;
                     }
@@ -591,8 +580,8 @@ impl ScatterGather {
                         // The reply channel went with its broker link: no
                         // reply can reach this request any more.
                         for (i, slot) in slots.iter_mut().enumerate() {
-                            if matches!(slot.outcome, Outcome::Waiting) {
-                                slot.outcome = Outcome::Error("the broker link was lost before the reply".into());
+                            if matches!(slot.outcome, Fate::Waiting) {
+                                slot.outcome = Fate::Error("the broker link was lost before the reply".into());
                                 settle.blameless[i] = true;
                             }
                         }
@@ -600,8 +589,8 @@ impl ScatterGather {
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     for (i, slot) in slots.iter_mut().enumerate() {
-                        if matches!(slot.outcome, Outcome::Waiting) {
-                            slot.outcome = Outcome::Timeout;
+                        if matches!(slot.outcome, Fate::Waiting) {
+                            slot.outcome = Fate::Timeout;
                             settle.blameless[i] = !blame_timeouts;
                         }
                     }
@@ -613,8 +602,8 @@ impl ScatterGather {
         // destination still waited for is unanswered.
         let mut probes = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
-            if matches!(slot.outcome, Outcome::Waiting) {
-                slot.outcome = Outcome::Unanswered;
+            if matches!(slot.outcome, Fate::Waiting) {
+                slot.outcome = Fate::Unanswered;
                 if let Some(permit) = settle.permits[i].take_if(|p| p.is_probe()) {
                     probes.push(Probe {
                         index: i,
@@ -892,12 +881,12 @@ enum Kind {
     Unknown,
 }
 
-fn outcome_kind<R>(outcome: &Outcome<R>) -> Kind {
+fn outcome_kind<R>(outcome: &Fate<R>) -> Kind {
     match outcome {
-        Outcome::Reply(_) => Kind::Reply,
-        Outcome::Error(_) => Kind::Error,
-        Outcome::Timeout => Kind::Timeout,
-        Outcome::Skipped | Outcome::Waiting | Outcome::Unanswered => Kind::Unknown,
+        Fate::Reply(_) => Kind::Reply,
+        Fate::Error(_) => Kind::Error,
+        Fate::Timeout => Kind::Timeout,
+        Fate::Skipped | Fate::Waiting | Fate::Unanswered => Kind::Unknown,
     }
 }
 
@@ -908,7 +897,7 @@ impl Settle<'_> {
                 continue;
             };
             let error = match &slot.outcome {
-                Outcome::Error(e) => Some(e.clone()),
+                Fate::Error(e) => Some(e.clone()),
                 _ => None,
             };
             self.sg.record(

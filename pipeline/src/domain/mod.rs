@@ -8,6 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod quote;
+pub use quote::{Currency, QuoteId, QuoteTerms, SupplierId, parse_suppliers};
+
 /// Why a value was refused; `field` is what the client sent it as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

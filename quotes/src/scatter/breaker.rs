@@ -26,6 +26,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use pipeline::api::CircuitState;
 use tokio::time::Instant;
 
 /// Every threshold of a breaker (`QUOTE_BREAKER_*` on the gateway).
@@ -52,34 +53,6 @@ impl Default for BreakerConfig {
             failure_rate_percent: 50,
             open_for: Duration::from_secs(5),
             half_open_probes: 1,
-        }
-    }
-}
-
-/// The state as shown to operators (`closed`, `open`, `half_open` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl CircuitState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-
-    /// The value of the circuit-state gauge: 0 closed, 1 half-open, 2 open.
-    pub fn gauge(self) -> f64 {
-        match self {
-            Self::Closed => 0.0,
-            Self::HalfOpen => 1.0,
-            Self::Open => 2.0,
         }
     }
 }
