@@ -1,5 +1,5 @@
 # order-pipeline — see README.md.
-.PHONY: up down status deps test lint fmt replay-dlq chaos load bench
+.PHONY: up down status deps nextest test lint fmt replay-dlq chaos load bench
 
 STACK := scripts/stack.sh
 
@@ -21,14 +21,21 @@ deps:
 	@bash $(STACK) deps
 
 ## Bring the dependencies up if needed and run every test.
-test: deps
+test: deps nextest
 	cargo nextest run --workspace
 
-## Format check, clippy with warnings as errors, compose file validation.
+## cargo-nextest, installed from crates.io when missing.
+nextest:
+	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+## Format check, clippy with warnings as errors, compose file validation,
+## the GitHub workflows' supply-chain audit (zizmor, pinned in
+## scripts/tools-requirements.txt).
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	docker-compose --env-file .env.example -f docker-compose.yml config --quiet
+	bash scripts/tools.sh zizmor --offline .github/workflows/
 
 fmt:
 	cargo fmt --all
@@ -52,6 +59,6 @@ chaos: deps
 load:
 	cargo run --release -q -p loadtest --bin loadtest -- $(ARGS)
 
-## Measure the running stack (`make up`) and rewrite BENCHMARKS.md; ORDERS=100000.
+## Measure the running stack (`make up`) and rewrite docs/performance.md; ORDERS=100000.
 bench:
 	cargo run --release -q -p loadtest --bin bench

@@ -239,7 +239,9 @@ pg_up() {
 SELECT format('CREATE ROLE %I LOGIN', '$PG_USER')
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER')
 \gexec
--- CREATEDB: tests may make throwaway databases (sqlx::test does).
+-- The tests need no CREATEDB: they share this one database, each in a
+-- throwaway schema of its own (CREATE SCHEMA, which the database's owner may).
+-- CREATEDB only lets a developer make a scratch database by hand.
 ALTER ROLE $PG_USER WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
 SELECT format('CREATE DATABASE %I OWNER %I', '$PG_DB', '$PG_USER')
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')
@@ -262,7 +264,7 @@ pg_down() {
 
 # Three Erlang VMs share this machine with Redis and the services: their
 # schedulers must not busy-wait for work (+sbwt none ...), or they burn the
-# CPU the rest of the pipeline needs (see BENCHMARKS.md).
+# CPU the rest of the pipeline needs (see docs/performance.md).
 # RABBITMQ_SCHEDULER_BIND_TYPE (RabbitMQ's default: db, every node binds its
 # schedulers to the same cores) and RABBITMQ_ERL_ARGS (extra emulator flags,
 # e.g. "+S 1:1") are passed on for A/B runs; the bench records what the nodes

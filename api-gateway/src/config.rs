@@ -1,40 +1,74 @@
-//! The gateway's configuration, read from the environment at start-up.
+//! The gateway's configuration: its command line and environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use pipeline::config::{
-    BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or,
-};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use pipeline::config::{ConfigError, at_least, millis};
+use pipeline::history::HistoryClientConfig;
+use pipeline::service::ServiceConfig;
+use pipeline::telemetry::LogConfig;
 
 use crate::idempotency::Lifetimes;
 
-#[derive(Debug, Clone)]
+/// api-gateway: takes orders (idempotently) and quote requests over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "api-gateway", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: GatewayConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+impl Cli {
+    /// The command line, with the gateway's listen address variable.
+    pub fn command() -> clap::Command {
+        ServiceConfig::listen_on(
+            <Self as CommandFactory>::command(),
+            "GATEWAY_ADDR",
+            "127.0.0.1:8080",
+        )
+    }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value.
+    pub fn parse() -> Self {
+        let matches = Self::command().get_matches();
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Err(e) = cli.config.validate() {
+            Self::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit();
+        }
+        cli
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
-    /// `GATEWAY_ADDR`; port 0 picks a free port (tests).
-    pub addr: SocketAddr,
-    pub broker: BrokerConfig,
-    pub redis: RedisConfig,
-    /// `HTTP_*`: the listener's timeouts and connection cap.
-    pub http: pipeline::http::Limits,
-    /// `REQUEST_TIMEOUT_MS`: the most a `POST /orders` waits for a broker link and
-    /// its confirm before answering 503.
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    /// The longest a `POST /orders` waits for its publish confirm before it
+    /// answers 503.
+    #[arg(id = "REQUEST_TIMEOUT_MS", long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub request_timeout: Duration,
-    /// `IDEMPOTENCY_LEASE_SECS` / `IDEMPOTENCY_TTL_SECS`.
+    #[command(flatten)]
     pub lifetimes: Lifetimes,
-    /// `MAX_QTY`: the largest quantity one order may ask for.
+    /// The largest `qty` one order may ask for.
+    #[arg(id = "MAX_QTY", long = "max-qty", env = "MAX_QTY", default_value = "1000", value_parser = at_least::<u32>(1))]
     pub max_qty: u32,
-    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: where `GET /orders/<id>` looks
-    /// once an order's Redis record has expired (`None`: nowhere).
-    pub history: Option<pipeline::history::HistoryClient>,
-    /// `QUOTE_*`: the suppliers `GET /quotes/{sku}` asks, and how.
+    /// Asked for an order whose Redis record has expired, and for an id
+    /// that may have been used before.
+    #[command(flatten)]
+    pub history: HistoryClientConfig,
+    #[command(flatten)]
     pub quotes: crate::quotes::QuotesConfig,
 }
 
 impl GatewayConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let request_timeout = millis_or("REQUEST_TIMEOUT_MS", 10_000)?;
-        let lease = secs_or("IDEMPOTENCY_LEASE_SECS", 30)?;
+    /// What no single value can say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (lease, request_timeout) = (self.lifetimes.lease, self.request_timeout);
         if lease <= request_timeout {
             return Err(ConfigError::new(
                 "IDEMPOTENCY_LEASE_SECS",
@@ -45,34 +79,17 @@ impl GatewayConfig {
                 ),
             ));
         }
-        let max_qty: u32 = parse_or("MAX_QTY", 1000)?;
-        if max_qty == 0 {
-            return Err(ConfigError::new("MAX_QTY", "0", "must be at least 1"));
-        }
-        let http = pipeline::config::http_limits_from_env()?;
-        if http.idle_timeout <= request_timeout {
+        let idle = self.service.http.idle_timeout;
+        if idle <= request_timeout {
             return Err(ConfigError::new(
                 "HTTP_IDLE_TIMEOUT_MS",
-                &http.idle_timeout.as_millis().to_string(),
+                &idle.as_millis().to_string(),
                 format!(
                     "must exceed REQUEST_TIMEOUT_MS ({} ms): a request waiting for its confirm moves no bytes",
                     request_timeout.as_millis()
                 ),
             ));
         }
-        Ok(Self {
-            addr: addr_or("GATEWAY_ADDR", "127.0.0.1:8080")?,
-            broker: BrokerConfig::from_env("api-gateway")?,
-            quotes: crate::quotes::QuotesConfig::from_env()?,
-            redis: RedisConfig::from_env()?,
-            http,
-            request_timeout,
-            lifetimes: Lifetimes {
-                lease,
-                done: secs_or("IDEMPOTENCY_TTL_SECS", 86_400)?,
-            },
-            max_qty,
-            history: pipeline::history::HistoryClient::from_env()?,
-        })
+        self.quotes.validate()
     }
 }

@@ -1,13 +1,14 @@
-//! api-gateway binary: config, telemetry, build, run.
+//! api-gateway binary: `api-gateway --help` lists every setting.
 
-use api_gateway::{Application, GatewayConfig};
+use api_gateway::Application;
+use api_gateway::config::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("api-gateway")?;
-    let config = GatewayConfig::from_env()?;
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("api-gateway", &cli.log)?;
     let shutdown = pipeline::shutdown::on_signal();
-    Application::build(config, shutdown)
+    Application::build(cli.config, shutdown)
         .await?
         .run_until_stopped()
         .await

@@ -10,97 +10,107 @@
 use std::time::Duration;
 
 use pipeline::amqp::Broker;
-use pipeline::config::{ConfigError, parse_or, var_or};
+use pipeline::api::DestinationStatus;
+use pipeline::config::{ConfigError, at_least, between, millis};
+use pipeline::domain::{Currency, QuoteId, SupplierId};
 use pipeline::domain::{Quantity, Sku};
 use pipeline::keys::Keys;
 use pipeline::messages::now_ms;
-use pipeline::api::DestinationStatus;
-use pipeline::domain::{Currency, QuoteId, SupplierId};
+use pipeline::shutdown::CancellationToken;
+use pipeline::store::Redis;
+use quotes::scatter::breaker::bounded_millis;
 use quotes::scatter::{
     BreakerConfig, CompletedBy, Destination, GatherError, ScatterGather, Settings, Slot,
 };
 use quotes::{EXPIRED_QUOTE_KEPT, Judgement, Offer, QuoteReply, QuoteRequest, Strategy};
-use pipeline::shutdown::CancellationToken;
-use pipeline::store::Redis;
 use tokio::time::Instant;
 
 /// `QUOTE_*`: who is asked and how long quotes live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QuotesConfig {
-    /// `QUOTE_SUPPLIERS` (default `acme,globex,initech`); empty = no quotes.
-    pub suppliers: Vec<SupplierId>,
-    /// `QUOTE_TIMEOUT_MS` (1000): the deadline when the client names none.
+    /// The suppliers asked for quotes, comma-separated ids; empty: no
+    /// quotes.
+    #[arg(id = "QUOTE_SUPPLIERS", long = "quote-suppliers", env = "QUOTE_SUPPLIERS", default_value_t = SupplierList::demo(), value_parser = supplier_list)]
+    pub suppliers: SupplierList,
+    /// The quote deadline when the client names none (at most
+    /// QUOTE_MAX_TIMEOUT_MS).
+    #[arg(id = "QUOTE_TIMEOUT_MS", long = "quote-timeout-ms", env = "QUOTE_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
     pub default_timeout: Duration,
-    /// `QUOTE_MAX_TIMEOUT_MS` (10000): the longest `timeout_ms` accepted.
+    /// The longest `timeout_ms` a client may ask for (at most 600000).
+    #[arg(id = "QUOTE_MAX_TIMEOUT_MS", long = "quote-max-timeout-ms", env = "QUOTE_MAX_TIMEOUT_MS", default_value = "10000", value_parser = bounded_millis(600_000))]
     pub max_timeout: Duration,
-    /// `QUOTE_VALIDITY_SECS` (300): how long a quote can be ordered against.
+    /// How long, in seconds, a quote can be ordered against (at most a week).
+    #[arg(id = "QUOTE_VALIDITY_SECS", long = "quote-validity-secs", env = "QUOTE_VALIDITY_SECS", default_value = "300", value_parser = validity)]
     pub validity: Duration,
-    /// `QUOTE_CURRENCY` (EUR): the currency prices are compared in; a quote
-    /// in another is an error of its supplier, never mixed in.
+    /// The currency prices are compared in; a quote in another is an error
+    /// of its supplier, never mixed in.
+    #[arg(id = "QUOTE_CURRENCY", long = "quote-currency", env = "QUOTE_CURRENCY", default_value = "EUR", value_parser = |s: &str| Currency::parse(s.trim()))]
     pub currency: Currency,
-    /// `QUOTE_MAX_PENDING` (10000): quote requests waiting for replies at
-    /// once; beyond, 503.
+    /// Quote requests waiting for replies at once; beyond, 503.
+    #[arg(id = "QUOTE_MAX_PENDING", long = "quote-max-pending", env = "QUOTE_MAX_PENDING", default_value = "10000", value_parser = at_least::<usize>(1))]
     pub max_pending: usize,
-    /// `QUOTE_BREAKER_*`: every supplier's circuit breaker.
+    /// Every supplier's circuit breaker.
+    #[command(flatten)]
     pub breaker: BreakerConfig,
+}
+
+/// `QUOTE_SUPPLIERS`: ids in order, no duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SupplierList(pub Vec<SupplierId>);
+
+impl SupplierList {
+    /// The demo suppliers, asked unless `QUOTE_SUPPLIERS` says otherwise.
+    pub fn demo() -> Self {
+        Self(
+            quotes::DEMO_SUPPLIERS
+                .iter()
+                .map(|s| SupplierId::parse(s).expect("the demo ids are valid"))
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for SupplierList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.0.iter().map(SupplierId::as_str).collect();
+        f.write_str(&ids.join(","))
+    }
+}
+
+impl std::ops::Deref for SupplierList {
+    type Target = Vec<SupplierId>;
+    fn deref(&self) -> &Vec<SupplierId> {
+        &self.0
+    }
+}
+
+fn supplier_list(raw: &str) -> Result<SupplierList, String> {
+    pipeline::domain::parse_suppliers(raw).map(SupplierList)
+}
+
+fn validity(raw: &str) -> Result<Duration, String> {
+    between::<u64>(1, 7 * 86_400)(raw).map(Duration::from_secs)
 }
 
 impl QuotesConfig {
     /// The defaults with these suppliers (tests, other services' harnesses).
     pub fn with_suppliers(suppliers: Vec<SupplierId>) -> Self {
         Self {
-            suppliers,
-            default_timeout: Duration::from_millis(1000),
-            max_timeout: Duration::from_millis(10_000),
-            validity: Duration::from_secs(300),
-            currency: Currency::parse("EUR").expect("a valid code"),
-            max_pending: 10_000,
-            breaker: BreakerConfig::default(),
+            suppliers: SupplierList(suppliers),
+            ..pipeline::config::defaults()
         }
     }
 
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let raw = var_or(
-            "QUOTE_SUPPLIERS",
-            &quotes::DEMO_SUPPLIERS.join(","),
-        );
-        let suppliers = pipeline::domain::parse_suppliers(&raw)
-            .map_err(|e| ConfigError::new("QUOTE_SUPPLIERS", &raw, e))?;
-        let positive = |name: &str, default: u64| -> Result<u64, ConfigError> {
-            let v: u64 = parse_or(name, default)?;
-            if v == 0 {
-                return Err(ConfigError::new(name, "0", "must be at least 1"));
-            }
-            Ok(v)
-        };
-        let at_most = |name: &str, v: u64, max: u64| -> Result<u64, ConfigError> {
-            if v > max {
-                return Err(ConfigError::new(
-                    name,
-                    &v.to_string(),
-                    format!("must be at most {max}"),
-                ));
-            }
-            Ok(v)
-        };
-        let default_timeout = Duration::from_millis(positive("QUOTE_TIMEOUT_MS", 1000)?);
-        let max_timeout = Duration::from_millis(at_most(
-            "QUOTE_MAX_TIMEOUT_MS",
-            positive("QUOTE_MAX_TIMEOUT_MS", 10_000)?,
-            600_000,
-        )?);
-        if default_timeout > max_timeout {
+    /// What no single value can say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.default_timeout > self.max_timeout {
             return Err(ConfigError::new(
                 "QUOTE_TIMEOUT_MS",
-                &default_timeout.as_millis().to_string(),
+                &self.default_timeout.as_millis().to_string(),
                 "must not exceed QUOTE_MAX_TIMEOUT_MS",
             ));
         }
-        let currency_raw = var_or("QUOTE_CURRENCY", "EUR");
-        let currency = Currency::parse(&currency_raw)
-            .map_err(|e| ConfigError::new("QUOTE_CURRENCY", &currency_raw, e))?;
-        let window = positive("QUOTE_BREAKER_WINDOW", 20)? as usize;
-        let min_calls = positive("QUOTE_BREAKER_MIN_CALLS", 5)? as usize;
+        let (window, min_calls) = (self.breaker.window, self.breaker.min_calls);
         if min_calls > window {
             return Err(ConfigError::new(
                 "QUOTE_BREAKER_MIN_CALLS",
@@ -110,37 +120,7 @@ impl QuotesConfig {
                 ),
             ));
         }
-        let rate: u8 = parse_or("QUOTE_BREAKER_FAILURE_RATE", 50)?;
-        if !(1..=100).contains(&rate) {
-            return Err(ConfigError::new(
-                "QUOTE_BREAKER_FAILURE_RATE",
-                &rate.to_string(),
-                "a percentage from 1 to 100",
-            ));
-        }
-        Ok(Self {
-            suppliers,
-            default_timeout,
-            max_timeout,
-            validity: Duration::from_secs(at_most(
-                "QUOTE_VALIDITY_SECS",
-                positive("QUOTE_VALIDITY_SECS", 300)?,
-                7 * 86_400,
-            )?),
-            currency,
-            max_pending: positive("QUOTE_MAX_PENDING", 10_000)? as usize,
-            breaker: BreakerConfig {
-                window,
-                min_calls,
-                failure_rate_percent: rate,
-                open_for: Duration::from_millis(at_most(
-                    "QUOTE_BREAKER_OPEN_MS",
-                    positive("QUOTE_BREAKER_OPEN_MS", 5_000)?,
-                    86_400_000,
-                )?),
-                half_open_probes: positive("QUOTE_BREAKER_HALF_OPEN_PROBES", 1)? as usize,
-            },
-        })
+        Ok(())
     }
 }
 
@@ -271,9 +251,7 @@ impl Quotes {
                 &payload,
                 &self.destinations,
                 ask.timeout,
-                |supplier, reply| {
-                    quotes::check_reply(supplier, reply, &request, currency)
-                },
+                |supplier, reply| quotes::check_reply(supplier, reply, &request, currency),
                 |slots| strategy.completion(k, explicit, slots),
             )
             .await?;

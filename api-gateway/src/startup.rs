@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use pipeline::amqp::Broker;
@@ -43,27 +42,18 @@ impl Application {
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         // The quote queues of the configured suppliers are part of the
         // topology this gateway declares.
-        let mut broker = config.broker.clone();
-        broker.suppliers = config.quotes.suppliers.clone();
-        let base = Base::start(
-            "api-gateway",
-            config.addr,
-            broker,
-            &config.redis,
-            config.http.clone(),
-            shutdown,
-        )
-        .await
-        .context("starting api-gateway (GATEWAY_ADDR)")?;
+        let mut broker = config.service.broker.clone();
+        broker.suppliers = config.quotes.suppliers.0.clone();
+        let base = Base::start_with("api-gateway", &config.service, broker, shutdown).await?;
         let state = AppState {
             store: Store::new(base.pool.clone(), base.keys.clone(), config.lifetimes),
             broker: base.broker.clone(),
             pool: base.pool.clone(),
             keys: base.keys.clone(),
             request_timeout: config.request_timeout,
-            body_timeout: config.http.body_timeout,
+            body_timeout: config.service.http.body_timeout,
             max_qty: config.max_qty,
-            history: config.history.clone(),
+            history: config.history.client(),
             quotes: crate::quotes::Quotes::start(
                 config.quotes.clone(),
                 &base.broker,

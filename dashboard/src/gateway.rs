@@ -3,10 +3,44 @@
 
 use std::time::Duration;
 
-use pipeline::config::{ConfigError, millis_or};
+use pipeline::config::millis;
 
 /// The gateway `make up` starts.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
+
+/// Where the gateway is, for the Suppliers panel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    /// The gateway whose `/suppliers` (each supplier's circuit, success
+    /// rate, latency) the Suppliers panel shows; empty or `none`: no panel.
+    #[arg(id = "GATEWAY_URL", long = "gateway-url", env = "GATEWAY_URL", default_value = DEFAULT_GATEWAY_URL, value_parser = parse_gateway_url)]
+    pub url: GatewayUrl,
+    /// Bounds one call to the gateway (connecting and the whole answer).
+    #[arg(id = "GATEWAY_TIMEOUT_MS", long = "gateway-timeout-ms", env = "GATEWAY_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
+    pub timeout: Duration,
+}
+
+/// `GATEWAY_URL`, `None` for no Suppliers panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayUrl(pub Option<String>);
+
+impl GatewayConfig {
+    /// The gateway at `url`, with the default timeout.
+    pub fn at(url: Option<String>) -> Self {
+        Self {
+            url: GatewayUrl(url),
+            ..pipeline::config::defaults()
+        }
+    }
+
+    /// A client of the configured gateway, `None` for no panel.
+    pub fn client(&self) -> Option<GatewayClient> {
+        self.url
+            .0
+            .as_ref()
+            .map(|u| GatewayClient::new(u.clone(), self.timeout))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
@@ -15,10 +49,10 @@ pub struct GatewayClient {
     http: reqwest::Client,
 }
 
+pub use pipeline::api::DestinationStatus as SupplierStatus;
 /// One supplier as the gateway's `/suppliers` describes it, and the whole
 /// answer: the shared crate owns the shape the gateway writes.
 pub use pipeline::api::SuppliersReport;
-pub use pipeline::api::DestinationStatus as SupplierStatus;
 
 impl GatewayClient {
     /// `url`: the gateway's base URL (`http://host:port`); `timeout` bounds
@@ -35,19 +69,6 @@ impl GatewayClient {
             timeout,
             http,
         }
-    }
-
-    /// `GATEWAY_URL` (unset = the `make up` gateway; set but empty, or
-    /// `none` = no Suppliers panel) and `GATEWAY_TIMEOUT_MS` (1000).
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let raw = std::env::var("GATEWAY_URL").unwrap_or_else(|_| DEFAULT_GATEWAY_URL.into());
-        let Some(url) = parse_gateway_url(&raw)? else {
-            return Ok(None);
-        };
-        Ok(Some(Self::new(
-            url,
-            millis_or("GATEWAY_TIMEOUT_MS", 1_000)?,
-        )))
     }
 
     pub fn url(&self) -> &str {
@@ -95,19 +116,15 @@ impl GatewayClient {
 
 /// Reads a `GATEWAY_URL` value: `None` for empty or `none`, else an
 /// `http://` base URL without its trailing slash.
-pub fn parse_gateway_url(raw: &str) -> Result<Option<String>, ConfigError> {
+pub fn parse_gateway_url(raw: &str) -> Result<GatewayUrl, String> {
     let url = raw.trim();
     if url.is_empty() || url == "none" {
-        return Ok(None);
+        return Ok(GatewayUrl(None));
     }
     if !url.starts_with("http://") || url.len() <= "http://".len() {
-        return Err(ConfigError::new(
-            "GATEWAY_URL",
-            raw,
-            "expected an http:// base URL, or none",
-        ));
+        return Err("expected an http:// base URL, or none".into());
     }
-    Ok(Some(url.trim_end_matches('/').to_owned()))
+    Ok(GatewayUrl(Some(url.trim_end_matches('/').to_owned())))
 }
 
 #[cfg(test)]
@@ -117,13 +134,13 @@ mod tests {
     #[test]
     fn gateway_url_is_trimmed_checked_or_off() {
         assert_eq!(
-            parse_gateway_url(" http://a:1/ ").unwrap().as_deref(),
+            parse_gateway_url(" http://a:1/ ").unwrap().0.as_deref(),
             Some("http://a:1")
         );
-        assert_eq!(parse_gateway_url("").unwrap(), None);
-        assert_eq!(parse_gateway_url(" none ").unwrap(), None);
+        assert_eq!(parse_gateway_url("").unwrap().0, None);
+        assert_eq!(parse_gateway_url(" none ").unwrap().0, None);
         let err = parse_gateway_url("a:1").unwrap_err();
-        assert!(err.to_string().contains("GATEWAY_URL"), "{err}");
+        assert!(err.contains("expected an http:// base URL"), "{err}");
     }
 
     #[test]

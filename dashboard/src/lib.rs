@@ -7,6 +7,9 @@
 //! `SAMPLE_INTERVAL_MS` and keeps `HISTORY_SECS` of them. `GET /` is a live page
 //! fed by server-sent events from that sampler; `GET /metrics` reads fresh
 //! figures as JSON or Prometheus text.
+//!
+//! Depends on `pipeline` only: no other service crate (it reads Redis, the
+//! broker and the services' HTTP answers, typed by `pipeline::api`).
 
 pub mod config;
 pub mod gateway;
@@ -19,7 +22,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -110,16 +112,7 @@ impl Dashboard {
         config: DashboardConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let base = Base::start(
-            "dashboard",
-            config.addr,
-            config.broker.clone(),
-            &config.redis,
-            config.http.clone(),
-            shutdown,
-        )
-        .await
-        .context("starting dashboard (DASHBOARD_ADDR)")?;
+        let base = Base::start("dashboard", &config.service, shutdown).await?;
         Ok(Self { base, config })
     }
 
@@ -139,13 +132,14 @@ impl Dashboard {
             updates: rx,
             history: history.clone(),
             inventory: skus::SkuRegistry::new(self.config.inventory_rescan),
-            order_history: self.config.order_history.clone(),
-            gateway: self.config.gateway.clone(),
+            order_history: self.config.order_history.client(),
+            gateway: self.config.gateway.client(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(self.config.sse_max_clients)),
-            keep_alive: (self.config.http.idle_timeout / 3).min(std::time::Duration::from_secs(15)),
+            keep_alive: (self.config.service.http.idle_timeout / 3)
+                .min(std::time::Duration::from_secs(15)),
         };
         state.inventory.spawn_watcher(
-            &self.config.redis,
+            &self.config.service.redis,
             state.pool.clone(),
             state.keys.clone(),
             self.base.shutdown.clone(),

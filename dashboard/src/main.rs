@@ -1,13 +1,14 @@
-//! dashboard binary: serve the live page and metrics until SIGINT/SIGTERM.
+//! dashboard binary: `dashboard --help` lists every setting.
 
-use dashboard::{Dashboard, DashboardConfig};
+use dashboard::Dashboard;
+use dashboard::config::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("dashboard")?;
-    let config = DashboardConfig::from_env()?;
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("dashboard", &cli.log)?;
     let shutdown = pipeline::shutdown::on_signal();
-    Dashboard::build(config, shutdown)
+    Dashboard::build(cli.config, shutdown)
         .await?
         .run_until_stopped()
         .await

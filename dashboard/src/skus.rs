@@ -153,7 +153,7 @@ impl SkuRegistry {
     ) -> Result<(), Watch> {
         let lost = |e: &dyn std::fmt::Display| Watch::Lost(e.to_string());
         enable_notifications(redis).await?;
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| lost(&e))?;
+        let client = redis::Client::open(config.url.expose()).map_err(|e| lost(&e))?;
         let db = client.get_connection_info().redis_settings().db();
         let mut pubsub = tokio::time::timeout(config.timeout, client.get_async_pubsub())
             .await

@@ -5,6 +5,10 @@
 //! the same key, waits for the pipeline to drain, then reads Redis and the
 //! queues and builds the [`Ledger`] of `reliability.md`: every order accounted
 //! for, invariants checked.
+//!
+//! Depends on the services' libraries only for the shared facts they own
+//! (keys, statuses, the history schema); it drives the stack over HTTP and
+//! the broker like any client.
 
 pub mod cost;
 pub mod ledger;

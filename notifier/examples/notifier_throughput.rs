@@ -38,16 +38,20 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let config = NotifierConfig {
-        history: None,
-        addr: "127.0.0.1:0".parse()?,
-        broker: fx.broker_config.clone(),
-        redis: fx.redis_config.clone(),
-        http: testkit::http_limits(),
+        service: pipeline::service::ServiceConfig {
+            addr: "127.0.0.1:0".parse()?,
+            broker: fx.broker_config.clone(),
+            redis: fx.redis_config.clone(),
+            http: testkit::http_limits(),
+        },
+        worker: pipeline::config::WorkerConfig {
+            batch: 32,
+            transient_retry: Duration::from_secs(10),
+        },
         prefetch,
-        batch: 32,
-        transient_retry: Duration::from_secs(10),
-        sink: SinkConfig::Log,
+        sink: SinkConfig::log(),
         claim: Duration::from_secs(60),
+        history: pipeline::history::HistoryClientConfig::none(),
     };
     let stop = CancellationToken::new();
     let notifier = Notifier::build(config, stop.clone()).await?;

@@ -1,108 +1,155 @@
-//! The notifier's configuration, read from the environment at start-up.
+//! The notifier's configuration: its command line and environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use pipeline::config::{
-    BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, var_or,
-};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use pipeline::config::{ConfigError, WorkerConfig, at_least, millis};
+use pipeline::history::HistoryClientConfig;
+use pipeline::service::ServiceConfig;
+use pipeline::telemetry::LogConfig;
 
-#[derive(Debug, Clone)]
-pub struct NotifierConfig {
-    /// `NOTIFIER_ADDR`: `/health` and `/metrics`.
-    pub addr: SocketAddr,
-    pub broker: BrokerConfig,
-    pub redis: RedisConfig,
-    /// `HTTP_*`: the listener's timeouts and connection cap.
-    pub http: pipeline::http::Limits,
-    /// `PREFETCH`: deliveries handled at once.
-    pub prefetch: u16,
-    /// `WORKER_BATCH`: deliveries handed to the handler at once (and acked
-    /// with one `multiple` ack).
-    pub batch: usize,
-    /// `TRANSIENT_RETRY_MS`: how long a Redis failure is retried before the
-    /// delivery is put back on the queue.
-    pub transient_retry: Duration,
-    pub sink: SinkConfig,
-    /// `NOTIFY_CLAIM_MS`: how long one instance holds a notification while
-    /// sending it; a crashed holder's claim expires after this.
-    pub claim: Duration,
-    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: asked whether an order without
-    /// any Redis record was notified long ago (`None`: no history).
-    pub history: Option<pipeline::history::HistoryClient>,
+/// notifier: tells the customer once per reserved order.
+#[derive(Debug, Parser)]
+#[command(name = "notifier", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: NotifierConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Move parked notifications from notifier.dlq back to notifier.queue
+    /// (after fixing what parked them).
+    ReplayDlq(pipeline::amqp::replay::ReplayArgs),
+}
+
+impl Cli {
+    /// The command line, with the notifier's listen address variable.
+    pub fn command() -> clap::Command {
+        ServiceConfig::listen_on(
+            <Self as CommandFactory>::command(),
+            "NOTIFIER_ADDR",
+            "127.0.0.1:9102",
+        )
+    }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value.
+    pub fn parse() -> Self {
+        let matches = Self::command().get_matches();
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Err(e) = cli.config.validate() {
+            Self::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit();
+        }
+        cli
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifierConfig {
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    /// Deliveries of notifier.queue in flight at once (AMQP prefetch).
+    #[arg(id = "PREFETCH", long = "prefetch", env = "PREFETCH", default_value = "64", value_parser = at_least::<u16>(1))]
+    pub prefetch: u16,
+    #[command(flatten)]
+    pub sink: SinkConfig,
+    /// How long one instance holds a notification while sending it; a
+    /// crashed holder's claim expires after this. Must exceed the longest
+    /// send, (WEBHOOK_TIMEOUT_MS + 2000) x WEBHOOK_TRIES.
+    #[arg(id = "NOTIFY_CLAIM_MS", long = "notify-claim-ms", env = "NOTIFY_CLAIM_MS", default_value = "60000", value_parser = millis)]
+    pub claim: Duration,
+    /// Asked whether an order without any Redis record was notified long ago.
+    #[command(flatten)]
+    pub history: HistoryClientConfig,
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// A log line per notification.
     Log,
-    Webhook {
-        url: String,
-        timeout: Duration,
-        tries: u32,
-    },
+    /// An HTTP POST per notification to `WEBHOOK_URL`.
+    Webhook,
+}
+
+/// Where notifications go and, for a webhook, how it is called.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkConfig {
+    /// `log` or `webhook`.
+    #[arg(
+        id = "NOTIFY_SINK",
+        long = "notify-sink",
+        env = "NOTIFY_SINK",
+        default_value = "log",
+        value_enum
+    )]
+    pub kind: SinkKind,
+    /// The receiver, an `http://` URL (for HTTPS, put a TLS-terminating
+    /// proxy in front); required with `NOTIFY_SINK=webhook`.
+    #[arg(id = "WEBHOOK_URL", long = "webhook-url", env = "WEBHOOK_URL")]
+    pub url: Option<String>,
+    /// Bounds one webhook call.
+    #[arg(id = "WEBHOOK_TIMEOUT_MS", long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
+    pub timeout: Duration,
+    /// Calls per notification at most (timeouts and 5xx are retried with
+    /// backoff; a 4xx is not).
+    #[arg(id = "WEBHOOK_TRIES", long = "webhook-tries", env = "WEBHOOK_TRIES", default_value = "4", value_parser = at_least::<u32>(1))]
+    pub tries: u32,
+}
+
+impl SinkConfig {
+    /// A log line per notification.
+    pub fn log() -> Self {
+        pipeline::config::defaults()
+    }
+
+    /// A webhook at `url`.
+    pub fn webhook(url: String, timeout: Duration, tries: u32) -> Self {
+        Self {
+            kind: SinkKind::Webhook,
+            url: Some(url),
+            timeout,
+            tries,
+        }
+    }
 }
 
 impl NotifierConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let prefetch: u16 = parse_or("PREFETCH", 64)?;
-        if prefetch == 0 {
-            return Err(ConfigError::new("PREFETCH", "0", "must be at least 1"));
+    /// What no single value can say: a webhook sink has an http:// URL, and
+    /// a claim outlasts the longest send.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sink.kind != SinkKind::Webhook {
+            return Ok(());
         }
-        let sink = match var_or("NOTIFY_SINK", "log").as_str() {
-            "log" => SinkConfig::Log,
-            "webhook" => {
-                let url = var_or("WEBHOOK_URL", "");
-                if !url.starts_with("http://") {
-                    return Err(ConfigError::new(
-                        "WEBHOOK_URL",
-                        &url,
-                        "NOTIFY_SINK=webhook needs an http:// URL (for HTTPS, put a TLS-terminating proxy in front)",
-                    ));
-                }
-                let tries: u32 = parse_or("WEBHOOK_TRIES", 4)?;
-                if tries == 0 {
-                    return Err(ConfigError::new("WEBHOOK_TRIES", "0", "must be at least 1"));
-                }
-                SinkConfig::Webhook {
-                    url,
-                    timeout: millis_or("WEBHOOK_TIMEOUT_MS", 5_000)?,
-                    tries,
-                }
-            }
-            other => {
-                return Err(ConfigError::new(
-                    "NOTIFY_SINK",
-                    other,
-                    "expected \"log\" or \"webhook\"",
-                ));
-            }
-        };
-        let claim = millis_or("NOTIFY_CLAIM_MS", 60_000)?;
-        if let SinkConfig::Webhook { timeout, tries, .. } = &sink {
-            // Every try may take the timeout plus up to 2 s of backoff.
-            let worst = (*timeout + Duration::from_secs(2)) * *tries;
-            if claim <= worst {
-                return Err(ConfigError::new(
-                    "NOTIFY_CLAIM_MS",
-                    &claim.as_millis().to_string(),
-                    format!(
-                        "must exceed the longest send, (WEBHOOK_TIMEOUT_MS + 2000) x WEBHOOK_TRIES = {} ms, or a slow send could be repeated by another instance",
-                        worst.as_millis()
-                    ),
-                ));
-            }
+        let url = self.sink.url.as_deref().unwrap_or("");
+        if !url.starts_with("http://") {
+            return Err(ConfigError::new(
+                "WEBHOOK_URL",
+                url,
+                "NOTIFY_SINK=webhook needs an http:// URL (for HTTPS, put a TLS-terminating proxy in front)",
+            ));
         }
-        Ok(Self {
-            addr: addr_or("NOTIFIER_ADDR", "127.0.0.1:9102")?,
-            broker: BrokerConfig::from_env("notifier")?,
-            redis: RedisConfig::from_env()?,
-            http: pipeline::config::http_limits_from_env()?,
-            prefetch,
-            batch: pipeline::config::worker_batch()?,
-            transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
-            sink,
-            claim,
-            history: pipeline::history::HistoryClient::from_env()?,
-        })
+        // Every try may take the timeout plus up to 2 s of backoff.
+        let worst = (self.sink.timeout + Duration::from_secs(2)) * self.sink.tries;
+        if self.claim <= worst {
+            return Err(ConfigError::new(
+                "NOTIFY_CLAIM_MS",
+                &self.claim.as_millis().to_string(),
+                format!(
+                    "must exceed the longest send, (WEBHOOK_TIMEOUT_MS + 2000) x WEBHOOK_TRIES = {} ms, or a slow send could be repeated by another instance",
+                    worst.as_millis()
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -5,104 +5,68 @@
 //! notification, sends it through the configured sink, and only then records
 //! it as sent. See `notify.rs` for the flow and `ARCHITECTURE.md` for the
 //! invariants.
+//!
+//! Depends on `pipeline` only: no other service crate (it talks to them over
+//! the broker).
 
 pub mod config;
 pub mod notify;
 pub mod sink;
 
-use std::net::SocketAddr;
+use pipeline::amqp::{Delivery, Disposition, Topology};
+use pipeline::service::{Base, ServiceConfig, Worker, WorkerService};
 
-use anyhow::Context;
-use pipeline::amqp::ConsumeOptions;
-use pipeline::service::Base;
-use pipeline::shutdown::CancellationToken;
-
-pub use config::{NotifierConfig, SinkConfig};
+pub use config::{NotifierConfig, SinkConfig, SinkKind};
 pub use notify::{AfterSend, Handler};
 pub use sink::{Notification, Sink, Webhook};
 
-/// A notifier that is connected and bound, ready to run.
-pub struct Notifier {
-    base: Base,
-    handler: Handler,
-    prefetch: u16,
-    batch: usize,
-}
+/// A notifier: its handler in the one worker shell.
+pub type Notifier = WorkerService<Handler>;
 
-impl Notifier {
-    pub async fn build(
-        config: NotifierConfig,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        Self::build_with(config, shutdown, None).await
+impl Worker for Handler {
+    const NAME: &'static str = "notifier";
+    type Config = NotifierConfig;
+    type Hook = AfterSend;
+
+    fn service(config: &NotifierConfig) -> &ServiceConfig {
+        &config.service
     }
 
-    /// Like [`Notifier::build`], with a hook between send and record.
-    pub async fn build_with(
+    fn consume(config: &NotifierConfig) -> (u16, usize) {
+        (config.prefetch, config.worker.batch)
+    }
+
+    fn queue(topology: &Topology) -> String {
+        topology.notifier_queue()
+    }
+
+    fn new(
+        base: &Base,
         config: NotifierConfig,
-        shutdown: CancellationToken,
         after_send: Option<AfterSend>,
     ) -> anyhow::Result<Self> {
-        let sink = match &config.sink {
-            SinkConfig::Log => Sink::Log,
-            SinkConfig::Webhook {
-                url,
-                timeout,
-                tries,
-            } => Sink::Webhook(Webhook::new(url.clone(), *timeout, *tries)?),
+        let sink = match config.sink.kind {
+            SinkKind::Log => Sink::Log,
+            SinkKind::Webhook => Sink::Webhook(Webhook::new(
+                config.sink.url.clone().unwrap_or_default(),
+                config.sink.timeout,
+                config.sink.tries,
+            )?),
         };
-        let base = Base::start(
-            "notifier",
-            config.addr,
-            config.broker.clone(),
-            &config.redis,
-            config.http.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .context("starting notifier (NOTIFIER_ADDR)")?;
-        let handler = Handler {
+        Ok(Handler {
             broker: base.broker.clone(),
-            history: config.history.clone(),
+            history: config.history.client(),
             pool: base.pool.clone(),
             keys: base.keys.clone(),
             sink,
             claim: config.claim,
-            transient_retry: config.transient_retry,
-            shutdown,
+            transient_retry: config.worker.transient_retry,
+            shutdown: base.shutdown.clone(),
             after_send,
-        };
-        Ok(Self {
-            base,
-            handler,
-            prefetch: config.prefetch,
-            batch: config.batch,
         })
     }
 
-    pub fn broker(&self) -> &pipeline::amqp::Broker {
-        &self.base.broker
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.base.local_addr()
-    }
-
-    /// Consumes and serves until shutdown; in-flight notifications finish and
-    /// are settled before the broker link closes.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let options = ConsumeOptions {
-            queue: self.base.broker.topology().notifier_queue(),
-            prefetch: self.prefetch,
-            batch: self.batch,
-            tag: format!("notifier-{}", std::process::id()),
-        };
-        let handler = self.handler;
-        self.base
-            .run_worker(options, move |batch| {
-                let handler = handler.clone();
-                async move { handler.handle_batch(batch).await }
-            })
-            .await
+    fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Disposition>> + Send {
+        self.handle_batch(batch)
     }
 }

@@ -1,38 +1,24 @@
-//! notifier binary.
-//!
-//! ```text
-//! notifier                             consume notifier.queue until SIGINT/SIGTERM
-//! notifier replay-dlq [--limit N]      move parked notifications from notifier.dlq back
-//! ```
+//! notifier binary: `notifier --help` lists every setting.
 
-use notifier::{Notifier, NotifierConfig};
+use notifier::Notifier;
+use notifier::config::{Cli, Command};
 use pipeline::amqp::replay::{Parked, run_command};
-use pipeline::config::BrokerConfig;
-
-const USAGE: &str = "usage: notifier [replay-dlq [--limit N]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("notifier")?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => {
-            let config = NotifierConfig::from_env()?;
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("notifier", &cli.log)?;
+    match cli.command {
+        None => {
             let shutdown = pipeline::shutdown::on_signal();
-            Notifier::build(config, shutdown)
+            Notifier::build(cli.config, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        ["replay-dlq", rest @ ..] => {
-            let broker = BrokerConfig::from_env("notifier-replay-dlq")?;
-            run_command(broker, Parked::Notifications, rest, USAGE).await
+        Some(Command::ReplayDlq(args)) => {
+            let broker = cli.config.service.broker.named("notifier-replay-dlq");
+            run_command(broker, Parked::Notifications, &args).await
         }
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => anyhow::bail!(USAGE),
     }
 }

@@ -1,102 +1,114 @@
-//! The history's configuration, read from the environment at start-up.
+//! The history's configuration: its command line and environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use pipeline::config::{
-    BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or, secs_or, var_or,
-};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use pipeline::config::{at_least, between, millis, secs};
+use pipeline::service::ServiceConfig;
+use pipeline::telemetry::LogConfig;
+use secrecy::SecretString;
 
-/// The database `make up` creates (a development credential, like RabbitMQ's
-/// guest/guest; set `DATABASE_URL` anywhere else).
 pub const DEFAULT_DATABASE_URL: &str =
     "postgres://order_pipeline:order_pipeline@127.0.0.1:5433/order_pipeline";
 
-#[derive(Debug, Clone)]
-pub struct HistoryConfig {
-    /// `HISTORY_ADDR`: the HTTP API, `/health`, `/metrics`.
-    pub addr: SocketAddr,
-    pub broker: BrokerConfig,
-    pub redis: RedisConfig,
-    /// `HTTP_*`: the listener's timeouts and connection cap.
-    pub http: pipeline::http::Limits,
-    /// `DATABASE_URL`.
-    pub database_url: String,
-    /// `HISTORY_SCHEMA`: the PostgreSQL schema holding the tables.
-    pub schema: String,
-    /// `HISTORY_REPLICA`: this replica's name on `/health` and the broker.
-    pub replica: String,
-    /// `HISTORY_BATCH`: the most events applied in one transaction.
-    pub batch: usize,
-    /// `HISTORY_LOCK_POLL_MS`: how often a standby tries to become active
-    /// (and so, about the longest a failover waits on it).
-    pub lock_poll: Duration,
-    /// `ORDER_RETENTION_SECS`: how long a finished order's Redis records
-    /// outlive their arrival in the history.
-    pub retention: Duration,
-    /// `DATABASE_POOL_SIZE`: sessions for the HTTP reads.
-    pub pool_size: usize,
-    /// `DATABASE_TIMEOUT_MS`: connecting, and waiting for a pooled session.
-    pub db_timeout: Duration,
+/// order-history: every order event kept in PostgreSQL, and an API over it.
+#[derive(Debug, Parser)]
+#[command(name = "order-history", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: HistoryConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
-impl HistoryConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let batch: usize = parse_or("HISTORY_BATCH", 500)?;
-        if !(1..=10_000).contains(&batch) {
-            return Err(ConfigError::new(
-                "HISTORY_BATCH",
-                &batch.to_string(),
-                "must be from 1 to 10000",
-            ));
-        }
-        let pool_size: usize = parse_or("DATABASE_POOL_SIZE", 8)?;
-        if pool_size == 0 {
-            return Err(ConfigError::new(
-                "DATABASE_POOL_SIZE",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        let replica = var_or("HISTORY_REPLICA", &default_replica_name());
-        if replica.is_empty()
-            || replica.len() > 64
-            || !replica
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(ConfigError::new(
-                "HISTORY_REPLICA",
-                &replica,
-                "use 1-64 of letters, digits, '.', '_' and '-'",
-            ));
-        }
-        let database_url = var_or("DATABASE_URL", DEFAULT_DATABASE_URL);
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "(hidden)",
-                "expected postgres://user:password@host:port/database",
-            ));
-        }
-        Ok(Self {
-            addr: addr_or("HISTORY_ADDR", "127.0.0.1:8095")?,
-            broker: BrokerConfig::from_env(&format!("order-history-{replica}"))?,
-            redis: RedisConfig::from_env()?,
-            http: pipeline::config::http_limits_from_env()?,
-            database_url,
-            schema: var_or("HISTORY_SCHEMA", "order_history"),
-            replica,
-            batch,
-            lock_poll: millis_or("HISTORY_LOCK_POLL_MS", 500)?,
-            retention: secs_or("ORDER_RETENTION_SECS", 86_400)?,
-            pool_size,
-            db_timeout: millis_or("DATABASE_TIMEOUT_MS", 3_000)?,
-        })
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Empty the history and re-apply orders.events from its first event.
+    Rebuild,
+}
+
+impl Cli {
+    /// The command line, with the history's listen address variable.
+    pub fn command() -> clap::Command {
+        ServiceConfig::listen_on(
+            <Self as CommandFactory>::command(),
+            "HISTORY_ADDR",
+            "127.0.0.1:8095",
+        )
+    }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value.
+    pub fn parse() -> Self {
+        let matches = Self::command().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
 
-/// `<host>-<pid>`: unique per process on a machine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryConfig {
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    /// The PostgreSQL database (`postgres://user:password@host:port/db`).
+    #[arg(id = "DATABASE_URL", long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
+          value_parser = database_url, hide_env_values = true)]
+    pub database_url: SecretString,
+    /// The PostgreSQL schema holding the tables.
+    #[arg(
+        id = "HISTORY_SCHEMA",
+        long = "history-schema",
+        env = "HISTORY_SCHEMA",
+        default_value = "order_history"
+    )]
+    pub schema: String,
+    /// This replica's name on `/health` and the broker: 1-64 of letters,
+    /// digits, '.', '_' and '-'; empty: the host name and process id.
+    #[arg(id = "HISTORY_REPLICA", long = "history-replica", env = "HISTORY_REPLICA", default_value = "", value_parser = replica_name)]
+    pub replica: String,
+    /// The most events applied in one transaction.
+    #[arg(id = "HISTORY_BATCH", long = "history-batch", env = "HISTORY_BATCH", default_value = "500", value_parser = between::<usize>(1, 10_000))]
+    pub batch: usize,
+    /// How often a standby tries to become active (and so, about the
+    /// longest a failover waits on it).
+    #[arg(id = "HISTORY_LOCK_POLL_MS", long = "history-lock-poll-ms", env = "HISTORY_LOCK_POLL_MS", default_value = "500", value_parser = millis)]
+    pub lock_poll: Duration,
+    /// How long a finished order's Redis records outlive their arrival in
+    /// the history.
+    #[arg(id = "ORDER_RETENTION_SECS", long = "order-retention-secs", env = "ORDER_RETENTION_SECS", default_value = "86400", value_parser = secs)]
+    pub retention: Duration,
+    /// Sessions for the HTTP reads.
+    #[arg(id = "DATABASE_POOL_SIZE", long = "database-pool-size", env = "DATABASE_POOL_SIZE", default_value = "8", value_parser = at_least::<usize>(1))]
+    pub pool_size: usize,
+    /// Connecting, and waiting for a pooled session.
+    #[arg(id = "DATABASE_TIMEOUT_MS", long = "database-timeout-ms", env = "DATABASE_TIMEOUT_MS", default_value = "3000", value_parser = millis)]
+    pub db_timeout: Duration,
+}
+
+fn database_url(raw: &str) -> Result<SecretString, String> {
+    let raw = raw.trim();
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Err("expected postgres://user:password@host:port/database".into());
+    }
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+fn replica_name(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(default_replica_name());
+    }
+    if raw.len() > 64
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("use 1-64 of letters, digits, '.', '_' and '-'".into());
+    }
+    Ok(raw.to_owned())
+}
+
 fn default_replica_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()

@@ -7,6 +7,9 @@
 //! a PostgreSQL advisory lock and applies, the others stand by and serve the
 //! read API. Once an order is final and recorded, its Redis records expire
 //! after `ORDER_RETENTION_SECS`. See `ARCHITECTURE.md`.
+//!
+//! Depends on `pipeline` only: no other service crate (it reads the event
+//! stream and serves HTTP).
 
 pub mod api;
 pub mod apply;
@@ -15,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod replica;
 
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,18 +44,19 @@ pub struct History {
 
 impl History {
     pub async fn build(config: HistoryConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db = Database::new(&config.database_url, &config.schema, config.db_timeout)
-            .context("DATABASE_URL / HISTORY_SCHEMA")?;
-        let base = Base::start(
-            "order-history",
-            config.addr,
-            config.broker.clone(),
-            &config.redis,
-            config.http.clone(),
-            shutdown.clone(),
+        let db = Database::new(
+            config.database_url.expose_secret(),
+            &config.schema,
+            config.db_timeout,
         )
-        .await
-        .context("starting order-history (HISTORY_ADDR)")?;
+        .context("DATABASE_URL / HISTORY_SCHEMA")?;
+        let broker = config
+            .service
+            .broker
+            .clone()
+            .named(&format!("order-history-{}", config.replica));
+        let base =
+            Base::start_with("order-history", &config.service, broker, shutdown.clone()).await?;
         migrate_when_up(&db, &shutdown).await?;
         let pool = db.pool(config.pool_size, config.db_timeout)?;
         let state = State::new();
@@ -130,18 +135,30 @@ pub async fn rebuild(
     config: HistoryConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Rebuilt> {
-    let db = Database::new(&config.database_url, &config.schema, config.db_timeout)
-        .context("DATABASE_URL / HISTORY_SCHEMA")?;
+    let db = Database::new(
+        config.database_url.expose_secret(),
+        &config.schema,
+        config.db_timeout,
+    )
+    .context("DATABASE_URL / HISTORY_SCHEMA")?;
     db.migrate().await?;
-    let broker = pipeline::amqp::Broker::connect(config.broker.clone(), shutdown.clone()).await?;
-    let redis = pipeline::store::connect(&config.redis)?;
+    let broker = pipeline::amqp::Broker::connect(
+        config
+            .service
+            .broker
+            .clone()
+            .named(&format!("order-history-{}", config.replica)),
+        shutdown.clone(),
+    )
+    .await?;
+    let redis = pipeline::store::connect(&config.service.redis)?;
     let state = State::new();
     let replica = Replica {
         name: format!("{}-rebuild", config.replica),
         db: db.clone(),
         broker: broker.clone(),
         redis,
-        keys: pipeline::keys::Keys::new(config.redis.key_prefix.clone()),
+        keys: pipeline::keys::Keys::new(config.service.redis.key_prefix.clone()),
         batch: config.batch,
         lock_poll: config.lock_poll,
         retention: config.retention,

@@ -1,30 +1,22 @@
-//! order-history binary.
-//!
-//! ```text
-//! order-history            stand by / apply orders.events, serve the API until SIGINT/SIGTERM
-//! order-history rebuild    empty the history and re-apply orders.events from its first event
-//! ```
+//! order-history binary: `order-history --help` lists every setting.
 
-use order_history::{History, HistoryConfig};
-
-const USAGE: &str = "usage: order-history [rebuild]";
+use order_history::History;
+use order_history::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("order-history")?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("order-history", &cli.log)?;
     let shutdown = pipeline::shutdown::on_signal();
-    match args.as_slice() {
-        [] => {
-            let config = HistoryConfig::from_env()?;
+    let config = cli.config;
+    match cli.command {
+        None => {
             History::build(config, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        ["rebuild"] => {
-            let config = HistoryConfig::from_env()?;
+        Some(Command::Rebuild) => {
             let started = std::time::Instant::now();
             let rebuilt = order_history::rebuild(config, shutdown).await?;
             println!(
@@ -37,10 +29,5 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => anyhow::bail!(USAGE),
     }
 }

@@ -40,14 +40,18 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let config = ProcessorConfig {
-        history: None,
-        addr: "127.0.0.1:0".parse()?,
-        broker: fx.broker_config.clone(),
-        redis: fx.redis_config.clone(),
-        http: testkit::http_limits(),
+        service: pipeline::service::ServiceConfig {
+            addr: "127.0.0.1:0".parse()?,
+            broker: fx.broker_config.clone(),
+            redis: fx.redis_config.clone(),
+            http: testkit::http_limits(),
+        },
+        worker: pipeline::config::WorkerConfig {
+            batch: 32,
+            transient_retry: Duration::from_secs(10),
+        },
         prefetch,
-        batch: 32,
-        transient_retry: Duration::from_secs(10),
+        history: pipeline::history::HistoryClientConfig::none(),
     };
     let stop = CancellationToken::new();
     let processor = Processor::build(config, stop.clone()).await?;

@@ -1,47 +1,58 @@
-//! The processor's configuration, read from the environment at start-up.
+//! The processor's configuration: its command line and environment.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use pipeline::config::{WorkerConfig, at_least};
+use pipeline::history::HistoryClientConfig;
+use pipeline::service::ServiceConfig;
+use pipeline::telemetry::LogConfig;
 
-use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, millis_or, parse_or};
-
-#[derive(Debug, Clone)]
-pub struct ProcessorConfig {
-    /// `PROCESSOR_ADDR`: `/health` and `/metrics`.
-    pub addr: SocketAddr,
-    pub broker: BrokerConfig,
-    pub redis: RedisConfig,
-    /// `HTTP_*`: the listener's timeouts and connection cap.
-    pub http: pipeline::http::Limits,
-    /// `PREFETCH`: deliveries processed at once.
-    pub prefetch: u16,
-    /// `WORKER_BATCH`: deliveries handed to the handler at once (and acked
-    /// with one `multiple` ack).
-    pub batch: usize,
-    /// `TRANSIENT_RETRY_MS`: how long one delivery keeps retrying a transient
-    /// failure (Redis down, no publish confirm) before it is put back on the
-    /// queue, which counts against `DELIVERY_LIMIT`.
-    pub transient_retry: Duration,
-    /// `HISTORY_URLS`, `HISTORY_TIMEOUT_MS`: asked whether an order without a
-    /// Redis record was decided long ago (`None`: no history).
-    pub history: Option<pipeline::history::HistoryClient>,
+/// order-processor: reserves stock exactly once per order.
+#[derive(Debug, Parser)]
+#[command(name = "order-processor", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: ProcessorConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
-impl ProcessorConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let prefetch: u16 = parse_or("PREFETCH", 128)?;
-        if prefetch == 0 {
-            return Err(ConfigError::new("PREFETCH", "0", "must be at least 1"));
-        }
-        Ok(Self {
-            addr: addr_or("PROCESSOR_ADDR", "127.0.0.1:9101")?,
-            broker: BrokerConfig::from_env("order-processor")?,
-            redis: RedisConfig::from_env()?,
-            http: pipeline::config::http_limits_from_env()?,
-            prefetch,
-            batch: pipeline::config::worker_batch()?,
-            transient_retry: millis_or("TRANSIENT_RETRY_MS", 10_000)?,
-            history: pipeline::history::HistoryClient::from_env()?,
-        })
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Move parked messages from orders.dlq back to orders.queue (after
+    /// fixing what parked them).
+    ReplayDlq(pipeline::amqp::replay::ReplayArgs),
+}
+
+impl Cli {
+    /// The command line, with the processor's listen address variable.
+    pub fn command() -> clap::Command {
+        ServiceConfig::listen_on(
+            <Self as CommandFactory>::command(),
+            "PROCESSOR_ADDR",
+            "127.0.0.1:9101",
+        )
     }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value.
+    pub fn parse() -> Self {
+        let matches = Self::command().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessorConfig {
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    /// Deliveries of orders.queue in flight at once (AMQP prefetch).
+    #[arg(id = "PREFETCH", long = "prefetch", env = "PREFETCH", default_value = "128", value_parser = at_least::<u16>(1))]
+    pub prefetch: u16,
+    /// Asked whether an order without a Redis record was decided long ago.
+    #[command(flatten)]
+    pub history: HistoryClientConfig,
 }

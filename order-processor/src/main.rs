@@ -1,42 +1,28 @@
-//! order-processor binary.
-//!
-//! ```text
-//! order-processor                      consume orders.queue until SIGINT/SIGTERM
-//! order-processor replay-dlq [--limit N]   move parked messages from orders.dlq back
-//! ```
+//! order-processor binary: `order-processor --help` lists every setting.
 
-use order_processor::{Processor, ProcessorConfig};
-
-const USAGE: &str = "usage: order-processor [replay-dlq [--limit N]]";
+use order_processor::Processor;
+use order_processor::config::{Cli, Command};
+use pipeline::amqp::replay::{Parked, run_command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("order-processor")?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => {
-            let config = ProcessorConfig::from_env()?;
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("order-processor", &cli.log)?;
+    match cli.command {
+        None => {
             let shutdown = pipeline::shutdown::on_signal();
-            Processor::build(config, shutdown)
+            Processor::build(cli.config, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        ["replay-dlq", rest @ ..] => {
-            let broker = pipeline::config::BrokerConfig::from_env("order-processor-replay-dlq")?;
-            pipeline::amqp::replay::run_command(
-                broker,
-                pipeline::amqp::replay::Parked::Orders,
-                rest,
-                USAGE,
-            )
-            .await
+        Some(Command::ReplayDlq(args)) => {
+            let broker = cli
+                .config
+                .service
+                .broker
+                .named("order-processor-replay-dlq");
+            run_command(broker, Parked::Orders, &args).await
         }
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => anyhow::bail!(USAGE),
     }
 }

@@ -11,12 +11,50 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, millis_or};
+use crate::config::millis;
 use crate::domain::OrderId;
 use crate::order::OrderStatus;
 
 /// The replicas `make up` starts.
 pub const DEFAULT_HISTORY_URLS: &str = "http://127.0.0.1:8095,http://127.0.0.1:8096";
+
+/// Where the history is, for the services that ask it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryClientConfig {
+    /// The history replicas' base URLs, comma-separated, tried in order.
+    /// Empty or `none`: no history (an order without a Redis record is then
+    /// taken as new).
+    #[arg(id = "HISTORY_URLS", long = "history-urls", env = "HISTORY_URLS", default_value = DEFAULT_HISTORY_URLS,
+          value_parser = parse_history_urls)]
+    pub urls: HistoryUrls,
+    /// Bounds each call to one replica.
+    #[arg(id = "HISTORY_TIMEOUT_MS", long = "history-timeout-ms", env = "HISTORY_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
+    pub timeout: Duration,
+}
+
+/// The replicas named by `HISTORY_URLS` (none: no history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryUrls(pub Vec<String>);
+
+impl HistoryClientConfig {
+    /// No history.
+    pub fn none() -> Self {
+        Self::at(Vec::new())
+    }
+
+    /// These replicas, with the default timeout.
+    pub fn at(urls: Vec<String>) -> Self {
+        Self {
+            urls: HistoryUrls(urls),
+            ..crate::config::defaults()
+        }
+    }
+
+    /// A client of the configured replicas, `None` if there are none.
+    pub fn client(&self) -> Option<HistoryClient> {
+        (!self.urls.0.is_empty()).then(|| HistoryClient::new(self.urls.0.clone(), self.timeout))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct HistoryClient {
@@ -41,24 +79,6 @@ impl HistoryClient {
             .build()
             .expect("a plain HTTP client builds");
         Self { urls, http }
-    }
-
-    /// `HISTORY_URLS` (comma-separated; unset = the two `make up` replicas;
-    /// set but empty, or `none` = no history: an order without a Redis record
-    /// is then taken as new) and `HISTORY_TIMEOUT_MS` (1000).
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let raw = std::env::var("HISTORY_URLS").unwrap_or_else(|_| DEFAULT_HISTORY_URLS.into());
-        if raw.trim() == "none" {
-            return Ok(None);
-        }
-        let urls = parse_history_urls(&raw)?;
-        if urls.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Self::new(
-            urls,
-            millis_or("HISTORY_TIMEOUT_MS", 1_000)?,
-        )))
     }
 
     pub fn urls(&self) -> &[String] {
@@ -134,20 +154,20 @@ impl HistoryClient {
     }
 }
 
-/// Splits `HISTORY_URLS`; each entry must be an `http://` base URL.
-pub fn parse_history_urls(raw: &str) -> Result<Vec<String>, ConfigError> {
+/// Splits `HISTORY_URLS`; each entry must be an `http://` base URL; empty
+/// or `none` is no history.
+pub fn parse_history_urls(raw: &str) -> Result<HistoryUrls, String> {
+    if raw.trim() == "none" {
+        return Ok(HistoryUrls::default());
+    }
     let mut urls = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if !part.starts_with("http://") || part.len() <= "http://".len() {
-            return Err(ConfigError::new(
-                "HISTORY_URLS",
-                raw,
-                format!("{part:?} is not an http:// base URL"),
-            ));
+            return Err(format!("{part:?} is not an http:// base URL"));
         }
         urls.push(part.trim_end_matches('/').to_owned());
     }
-    Ok(urls)
+    Ok(HistoryUrls(urls))
 }
 
 #[cfg(test)]
@@ -157,11 +177,12 @@ mod tests {
     #[test]
     fn history_urls_are_split_trimmed_and_checked() {
         assert_eq!(
-            parse_history_urls(" http://a:1/ ,http://b:2,").unwrap(),
+            parse_history_urls(" http://a:1/ ,http://b:2,").unwrap().0,
             vec!["http://a:1", "http://b:2"]
         );
-        assert!(parse_history_urls("").unwrap().is_empty());
+        assert!(parse_history_urls("").unwrap().0.is_empty());
+        assert!(parse_history_urls("none").unwrap().0.is_empty());
         let err = parse_history_urls("a:1").unwrap_err();
-        assert!(err.to_string().contains("HISTORY_URLS"), "{err}");
+        assert!(err.contains("not an http:// base URL"), "{err}");
     }
 }

@@ -196,17 +196,21 @@ pub async fn problems_everywhere(req: Request, next: Next) -> Response {
 }
 
 /// How every listener protects itself from slow, idle and too many clients.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
     /// The most a client may take to send a request's head (also bounds an
     /// idle keep-alive connection waiting for its next request).
+    #[arg(id = "HTTP_HEADER_TIMEOUT_MS", long = "http-header-timeout-ms", env = "HTTP_HEADER_TIMEOUT_MS", default_value = "10000", value_parser = crate::config::millis)]
     pub header_timeout: Duration,
     /// The most a handler waits for a request's whole body.
+    #[arg(id = "HTTP_BODY_TIMEOUT_MS", long = "http-body-timeout-ms", env = "HTTP_BODY_TIMEOUT_MS", default_value = "10000", value_parser = crate::config::millis)]
     pub body_timeout: Duration,
     /// A connection on which no byte moves, either way, for this long is
     /// closed: an idle keep-alive connection, or a client that stopped reading.
+    #[arg(id = "HTTP_IDLE_TIMEOUT_MS", long = "http-idle-timeout-ms", env = "HTTP_IDLE_TIMEOUT_MS", default_value = "30000", value_parser = crate::config::millis)]
     pub idle_timeout: Duration,
     /// Open connections at most; one more is answered 503 and closed.
+    #[arg(id = "HTTP_MAX_CONNECTIONS", long = "http-max-connections", env = "HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = crate::config::at_least::<usize>(1))]
     pub max_connections: usize,
 }
 

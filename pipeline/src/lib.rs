@@ -1,12 +1,17 @@
-//! Shared building blocks of order-pipeline.
+//! The platform of order-pipeline: what every service stands on.
 //!
-//! Every service (api-gateway, order-processor, notifier, order-history,
-//! supplier, dashboard) is a thin binary over its own library, and those
-//! libraries meet here: the domain types that make invalid orders
-//! unrepresentable, the message schema on the wire, the broker connection with
-//! multi-node failover and confirmed publishing, the Redis pool and key schema,
-//! supplier quotes and the scatter-gather core, configuration, telemetry and
-//! shutdown.
+//! Owns the domain types that make invalid orders unrepresentable
+//! (`domain`), the message schema on the wire (`messages`), the Redis key
+//! schema (`keys`), the order record and its scripts (`order`), the broker
+//! connection with multi-node failover, confirmed publishing and the one
+//! batched worker (`amqp`), the shared Redis connection (`store`), the
+//! configuration groups and parsers every binary shares (`config`), the
+//! typed HTTP contracts between our own services (`api`) and the history's
+//! client (`history`), the listener and ops routes (`http`), telemetry,
+//! trace context, shutdown, and the one service shell (`service`).
+//!
+//! Must not depend on any service crate, nor on `quotes` (supplier quotes
+//! are a feature built on this platform, not part of it).
 
 pub mod amqp;
 pub mod api;

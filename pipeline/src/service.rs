@@ -1,9 +1,12 @@
-//! What every service does at start-up and shutdown, in one place.
+//! The one service shell: what every service does at start-up and shutdown.
 //!
-//! [`Base::start`] reads the shared configuration, installs the metrics
-//! recorder, connects to the broker (declaring the topology, retrying until a
-//! node answers or a signal arrives), creates the Redis pool and binds the HTTP
-//! listener, in that order: a service is only reachable once it can work.
+//! [`Base::start`] takes the shared settings ([`ServiceConfig`]), installs
+//! the metrics recorder, connects to the broker (declaring the topology,
+//! retrying until a node answers or a signal arrives), sets up the Redis
+//! connection and binds the HTTP listener, in that order: a service is only
+//! reachable once it can work. A worker service (the processor, the
+//! notifier) is a [`Worker`] handler run by [`WorkerService`]: it supplies its
+//! handler and its own settings, the shell does the rest.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +18,38 @@ use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{Broker, ConsumeOptions, Disposition, consume};
-use crate::config::{BrokerConfig, RedisConfig};
+use crate::amqp::{Broker, ConsumeOptions, Disposition, Topology, consume};
+use crate::config::{BrokerConfig, RedisConfig, listen_addr};
 use crate::http::{Limits, Ops, ops_router};
 use crate::keys::Keys;
+
+/// What every service is configured with: where it listens, the broker,
+/// Redis and the listener's limits. Each service names its own listen
+/// address variable ([`ServiceConfig::listen_on`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServiceConfig {
+    /// Where the service listens (its API, `/health` and `/metrics`).
+    #[arg(id = "ADDR", long = "addr", env = "ADDR", default_value = "127.0.0.1:0", value_parser = listen_addr)]
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub broker: BrokerConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub http: Limits,
+}
+
+impl ServiceConfig {
+    /// `command` with the listen address read from `env` (default
+    /// `default`): `PROCESSOR_ADDR`, `NOTIFIER_ADDR`, ...
+    pub fn listen_on(
+        command: clap::Command,
+        env: &'static str,
+        default: &'static str,
+    ) -> clap::Command {
+        command.mut_arg("ADDR", |a| a.env(env).default_value(default))
+    }
+}
 
 /// A started service: connected, bound, not yet serving.
 pub struct Base {
@@ -34,28 +65,41 @@ pub struct Base {
 impl Base {
     pub async fn start(
         service: &'static str,
-        addr: SocketAddr,
-        broker: BrokerConfig,
-        redis: &RedisConfig,
-        limits: Limits,
+        config: &ServiceConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(service, config, config.broker.clone(), shutdown).await
+    }
+
+    /// Like [`Base::start`], with broker settings of the service's own (the
+    /// quote queues it declares).
+    pub async fn start_with(
+        service: &'static str,
+        config: &ServiceConfig,
+        mut broker: BrokerConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         crate::telemetry::prometheus();
+        if broker.connection_name.is_empty() {
+            broker.connection_name = service.to_owned();
+        }
         let broker = Broker::connect(broker, shutdown.clone())
             .await
-            .context("connecting to the broker")?;
-        let pool = crate::store::connect(redis).context("creating the Redis pool")?;
+            .with_context(|| format!("starting {service}: connecting to the broker"))?;
+        let pool = crate::store::connect(&config.redis)
+            .with_context(|| format!("starting {service}: setting up Redis"))?;
+        let addr = config.addr;
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {addr}"))?;
+            .with_context(|| format!("starting {service}: binding {addr}"))?;
         tracing::info!(service, addr = %listener.local_addr()?, "listening");
         Ok(Self {
             service,
             broker,
             pool,
-            keys: Keys::new(redis.key_prefix.clone()),
+            keys: Keys::new(config.redis.key_prefix.clone()),
             listener,
-            limits,
+            limits: config.http.clone(),
             shutdown,
         })
     }
@@ -103,7 +147,7 @@ impl Base {
         let router = self.ops_router();
         self.serve_then(router, async {
             if let Err(e) = consumer.await {
-                tracing::error!(error = %e, "the consumer task panicked");
+                tracing::error!(error = %crate::telemetry::chain(&e), "the consumer task panicked");
             }
         })
         .await
@@ -129,5 +173,86 @@ impl Base {
         self.broker.close().await;
         tracing::info!(service = self.service, "stopped");
         Ok(())
+    }
+}
+
+/// A worker's handler: what it consumes and what it does with a batch of
+/// deliveries. [`WorkerService`] does everything else.
+pub trait Worker: Clone + Send + Sync + 'static {
+    /// The service's name (logs, metrics, the broker's consumer list).
+    const NAME: &'static str;
+    /// The service's whole configuration.
+    type Config: Send;
+    /// A test seam the handler is built with (`()` if none).
+    type Hook: Send;
+
+    /// The shared part of the configuration.
+    fn service(config: &Self::Config) -> &ServiceConfig;
+    /// Deliveries in flight at once, and the most handed over in one batch.
+    fn consume(config: &Self::Config) -> (u16, usize);
+    /// The queue it consumes.
+    fn queue(topology: &Topology) -> String;
+    /// The handler, over the started service's connections.
+    fn new(base: &Base, config: Self::Config, hook: Option<Self::Hook>) -> anyhow::Result<Self>;
+    /// A batch of deliveries in, one disposition each out (see
+    /// [`crate::amqp::consume`]).
+    fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Disposition>> + Send;
+}
+
+/// A worker service that is connected and bound, ready to run.
+pub struct WorkerService<W> {
+    base: Base,
+    worker: W,
+    prefetch: u16,
+    batch: usize,
+}
+
+impl<W: Worker> WorkerService<W> {
+    pub async fn build(config: W::Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Self::build_with(config, shutdown, None).await
+    }
+
+    /// Like [`WorkerService::build`], with the handler's test seam.
+    pub async fn build_with(
+        config: W::Config,
+        shutdown: CancellationToken,
+        hook: Option<W::Hook>,
+    ) -> anyhow::Result<Self> {
+        let base = Base::start(W::NAME, W::service(&config), shutdown).await?;
+        let (prefetch, batch) = W::consume(&config);
+        let worker = W::new(&base, config, hook)?;
+        Ok(Self {
+            base,
+            worker,
+            prefetch,
+            batch,
+        })
+    }
+
+    /// The service's broker handle (tests break its link on purpose).
+    pub fn broker(&self) -> &Broker {
+        &self.base.broker
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.base.local_addr()
+    }
+
+    /// Consumes and serves until shutdown; in-flight deliveries finish and
+    /// are settled before the broker link closes.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let options = ConsumeOptions {
+            queue: W::queue(self.base.broker.topology()),
+            prefetch: self.prefetch,
+            batch: self.batch,
+            tag: format!("{}-{}", W::NAME, std::process::id()),
+        };
+        let worker = self.worker;
+        self.base
+            .run_worker(options, move |batch| {
+                let worker = worker.clone();
+                async move { worker.handle(batch).await }
+            })
+            .await
     }
 }

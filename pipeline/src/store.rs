@@ -37,7 +37,7 @@ impl Redis {
 
 /// Sets up the connection; it is opened lazily, on first use.
 pub fn connect(cfg: &RedisConfig) -> anyhow::Result<Redis> {
-    let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())?;
+    let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.expose())?;
     let tcp = TcpSettings::default().set_nodelay(true);
     // A half-open socket (the host or the network gone without a FIN) would
     // otherwise time every command out for as long as the kernel keeps

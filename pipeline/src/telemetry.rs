@@ -1,7 +1,7 @@
 //! Logs and metrics, set up in one place for every service.
 //!
 //! `RUST_LOG` filters (default `info`), `LOG_FORMAT` picks `pretty` (default) or
-//! `json`. Log lines are formatted where they happen but written by a
+//! `json` ([`LogConfig`]). Log lines are formatted where they happen but written by a
 //! background thread through a buffer, so a busy service (the notifier's `log`
 //! sink writes a line per notification) never waits on its output, and lines
 //! logged in a burst go out in a few writes. Nothing is dropped: a full buffer
@@ -18,19 +18,49 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{ConfigError, var_or};
+use crate::config::ConfigError;
+
+/// How a service logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogConfig {
+    /// Which log lines are written: an `EnvFilter` directive such as `info`
+    /// or `info,order_processor=debug`.
+    #[arg(
+        id = "RUST_LOG",
+        long = "rust-log",
+        env = "RUST_LOG",
+        default_value = "info"
+    )]
+    pub filter: String,
+    /// How log lines look: `pretty` (one compact line, coloured on a
+    /// terminal) or `json` (one object per line, for collectors).
+    #[arg(
+        id = "LOG_FORMAT",
+        long = "log-format",
+        env = "LOG_FORMAT",
+        default_value = "pretty",
+        value_enum
+    )]
+    pub format: LogFormat,
+}
+
+/// The shape of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// Flushes the log writer when dropped; hold it until `main` returns.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
 
-/// Installs the global tracing subscriber. Call once, first thing in `main`,
-/// and keep the guard: `let _log = telemetry::init("name")?;`.
-pub fn init(service: &str) -> Result<LogGuard, ConfigError> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new("info"))
-        .map_err(|e| ConfigError::new("RUST_LOG", &var_or("RUST_LOG", ""), e))?;
-    let format = var_or("LOG_FORMAT", "pretty");
+/// Installs the global tracing subscriber. Call once, first thing in `main`
+/// after reading the configuration, and keep the guard:
+/// `let _log = telemetry::init("name", &cli.log)?;`.
+pub fn init(service: &str, config: &LogConfig) -> Result<LogGuard, ConfigError> {
+    let filter = EnvFilter::try_new(&config.filter)
+        .map_err(|e| ConfigError::new("RUST_LOG", &config.filter, e))?;
     let ansi = std::io::stdout().is_terminal();
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
@@ -40,8 +70,8 @@ pub fn init(service: &str) -> Result<LogGuard, ConfigError> {
             std::io::stdout(),
         ));
     let registry = tracing_subscriber::registry().with(filter);
-    match format.as_str() {
-        "json" => registry
+    match config.format {
+        LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
@@ -50,19 +80,53 @@ pub fn init(service: &str) -> Result<LogGuard, ConfigError> {
                     .with_writer(writer),
             )
             .init(),
-        "pretty" => registry
+        LogFormat::Pretty => registry
             .with(fmt::layer().compact().with_ansi(ansi).with_writer(writer))
             .init(),
-        other => {
-            return Err(ConfigError::new(
-                "LOG_FORMAT",
-                other,
-                "expected \"pretty\" or \"json\"",
-            ));
-        }
     }
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
     Ok(LogGuard(guard))
+}
+
+/// An error and every cause under it, `: `-separated, for a log field:
+/// `tracing::warn!(error = %telemetry::chain(&e), "...")` (an
+/// `anyhow::Error`: `chain(e.as_ref())`). The one way errors are logged, so
+/// no line shows the outermost context and hides the cause.
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'a)) -> Chain<'a> {
+    Chain(error)
+}
+
+/// See [`chain`].
+pub struct Chain<'a>(&'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// Logs for tests, when `TEST_LOG` is set (`TEST_LOG=1 cargo nextest run`):
+/// `RUST_LOG` filters them (default `info`), written through the test
+/// harness's capture so each test's lines show with its result. Without
+/// `TEST_LOG` tests log nothing. Safe to call from every test.
+pub fn init_for_tests() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_none() {
+            return;
+        }
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt::layer().compact().with_test_writer())
+            .try_init();
+    });
 }
 
 /// Latency buckets in seconds, from a fast Redis hit to a slow broker confirm.

@@ -610,7 +610,6 @@ mod tests {
         );
     }
 
-
     #[test]
     fn replies_round_trip_with_a_status_tag() {
         let reply = QuoteReply::Failed {

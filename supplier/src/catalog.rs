@@ -16,7 +16,6 @@ pub struct CatalogEntry {
     pub delivery_days: u32,
 }
 
-
 /// The demo catalog of one supplier (seeded only where its hash is absent):
 /// the seed's `mag-safe-phone-case` at three prices and speeds, and a few
 /// more SKUs that not every supplier carries.

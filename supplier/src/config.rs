@@ -1,79 +1,82 @@
-//! The supplier's configuration, read from the environment at start-up.
+//! The supplier's configuration: its command line and environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use pipeline::config::{BrokerConfig, ConfigError, RedisConfig, addr_or, parse_or, var_or};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use pipeline::config::{at_least, millis_or_zero};
 use pipeline::domain::SupplierId;
+use pipeline::service::ServiceConfig;
+use pipeline::telemetry::LogConfig;
 
-#[derive(Debug, Clone)]
+/// supplier: answers quote requests from its catalog.
+#[derive(Debug, Parser)]
+#[command(name = "supplier", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: SupplierConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the demo catalogs of acme, globex and initech where absent.
+    SeedDemo,
+}
+
+impl Cli {
+    /// The command line, with the supplier's listen address variable.
+    pub fn command() -> clap::Command {
+        ServiceConfig::listen_on(
+            <Self as CommandFactory>::command(),
+            "SUPPLIER_ADDR",
+            "127.0.0.1:8101",
+        )
+    }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value.
+    pub fn parse() -> Self {
+        let matches = Self::command().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct SupplierConfig {
-    /// `SUPPLIER_ID` (required): names the instance, its queue
-    /// `quotes.<id>` and its catalog `catalog:<id>`.
-    pub id: SupplierId,
-    /// `SUPPLIER_ADDR`: `/health`, `/metrics`.
-    pub addr: SocketAddr,
-    pub broker: BrokerConfig,
-    pub redis: RedisConfig,
-    pub http: pipeline::http::Limits,
-    /// `SUPPLIER_DELAY_MS`: added before every answer (demos, tests); never
-    /// past a request's deadline.
+    /// Names the instance, its queue `quotes.<id>` and its catalog
+    /// `catalog:<id>`: 1-32 of `[a-z0-9-]`. Required to answer quotes.
+    #[arg(id = "SUPPLIER_ID", long = "supplier-id", env = "SUPPLIER_ID", value_parser = parse_id)]
+    pub id: Option<SupplierId>,
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    /// Added before every answer (demos, tests); never past a request's
+    /// deadline.
+    #[arg(id = "SUPPLIER_DELAY_MS", long = "supplier-delay-ms", env = "SUPPLIER_DELAY_MS", default_value = "0", value_parser = millis_or_zero)]
     pub delay: Duration,
-    /// `SUPPLIER_FAILURE_RATE`: the share of requests answered with an error,
-    /// 0.0 to 1.0.
+    /// The share of requests answered with an error, 0.0 to 1.0.
+    #[arg(id = "SUPPLIER_FAILURE_RATE", long = "supplier-failure-rate", env = "SUPPLIER_FAILURE_RATE", default_value = "0.0", value_parser = share)]
     pub failure_rate: f64,
-    /// `SUPPLIER_PREFETCH`: requests handled at once.
+    /// Quote requests handled at once (AMQP prefetch).
+    #[arg(id = "SUPPLIER_PREFETCH", long = "supplier-prefetch", env = "SUPPLIER_PREFETCH", default_value = "64", value_parser = at_least::<u16>(1))]
     pub prefetch: u16,
-    /// `SUPPLIER_DEMO_CATALOG=1`: write the demo catalog at start-up if
-    /// `catalog:<id>` does not exist.
+    /// `1`: write the demo catalog at start-up if `catalog:<id>` does not
+    /// exist.
+    #[arg(id = "SUPPLIER_DEMO_CATALOG", long = "supplier-demo-catalog", env = "SUPPLIER_DEMO_CATALOG", default_value = "0",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub demo_catalog: bool,
 }
 
-impl SupplierConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let raw = var_or("SUPPLIER_ID", "");
-        let id =
-            SupplierId::parse(&raw).map_err(|e| ConfigError::new("SUPPLIER_ID", &raw, e.reason))?;
-        let failure_rate: f64 = parse_or("SUPPLIER_FAILURE_RATE", 0.0)?;
-        if !(0.0..=1.0).contains(&failure_rate) {
-            return Err(ConfigError::new(
-                "SUPPLIER_FAILURE_RATE",
-                &failure_rate.to_string(),
-                "must be a share from 0.0 to 1.0",
-            ));
-        }
-        let prefetch: u16 = parse_or("SUPPLIER_PREFETCH", 64)?;
-        if prefetch == 0 {
-            return Err(ConfigError::new(
-                "SUPPLIER_PREFETCH",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        let demo = var_or("SUPPLIER_DEMO_CATALOG", "0");
-        let demo_catalog = match demo.as_str() {
-            "1" | "true" | "yes" => true,
-            "0" | "false" | "no" | "" => false,
-            other => {
-                return Err(ConfigError::new(
-                    "SUPPLIER_DEMO_CATALOG",
-                    other,
-                    "expected 1 or 0",
-                ));
-            }
-        };
-        let mut broker = BrokerConfig::from_env(&format!("supplier-{id}"))?;
-        broker.suppliers = vec![id.clone()];
-        Ok(Self {
-            addr: addr_or("SUPPLIER_ADDR", "127.0.0.1:8101")?,
-            broker,
-            redis: RedisConfig::from_env()?,
-            http: pipeline::config::http_limits_from_env()?,
-            delay: Duration::from_millis(parse_or("SUPPLIER_DELAY_MS", 0)?),
-            failure_rate,
-            prefetch,
-            demo_catalog,
-            id,
-        })
+fn parse_id(raw: &str) -> Result<SupplierId, String> {
+    SupplierId::parse(raw.trim()).map_err(|e| e.reason)
+}
+
+fn share(raw: &str) -> Result<f64, String> {
+    let v: f64 = raw.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err("must be a share from 0.0 to 1.0".into());
     }
+    Ok(v)
 }

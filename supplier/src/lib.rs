@@ -10,6 +10,9 @@
 //! before and after its work. `SUPPLIER_DELAY_MS` and
 //! `SUPPLIER_FAILURE_RATE` make a slow or failing supplier for demos and
 //! tests.
+//!
+//! Depends on `pipeline` and `quotes` only: no other service crate (it
+//! answers over the broker).
 
 pub mod catalog;
 pub mod config;
@@ -22,9 +25,9 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use pipeline::amqp::{Broker, ConsumeOptions, Disposition};
+use pipeline::domain::SupplierId;
 use pipeline::keys::Keys;
 use pipeline::messages::now_ms;
-use pipeline::domain::SupplierId;
 use quotes::{QuoteReply, QuoteRequest, Unavailable};
 
 use crate::catalog::{CatalogEntry, demo_catalog};
@@ -56,21 +59,21 @@ impl Supplier {
         config: SupplierConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let base = Base::start(
-            "supplier",
-            config.addr,
-            config.broker.clone(),
-            &config.redis,
-            config.http.clone(),
-            shutdown,
-        )
-        .await
-        .context("starting supplier (SUPPLIER_ADDR)")?;
-        if config.demo_catalog && seed_demo_catalog(&base.pool, &base.keys, &config.id).await? {
-            tracing::info!(supplier = %config.id, "demo catalog seeded");
+        let id = config.id.clone().context(
+            "SUPPLIER_ID is required: it names this supplier, its queue and its catalog",
+        )?;
+        let mut broker = config
+            .service
+            .broker
+            .clone()
+            .named(&format!("supplier-{id}"));
+        broker.suppliers = vec![id.clone()];
+        let base = Base::start_with("supplier", &config.service, broker, shutdown).await?;
+        if config.demo_catalog && seed_demo_catalog(&base.pool, &base.keys, &id).await? {
+            tracing::info!(supplier = %id, "demo catalog seeded");
         }
         let state = Arc::new(State {
-            id: config.id.clone(),
+            id,
             broker: base.broker.clone(),
             pool: base.pool.clone(),
             keys: base.keys.clone(),

@@ -1,36 +1,23 @@
-//! supplier binary.
-//!
-//! ```text
-//! supplier              answer quote requests on quotes.<SUPPLIER_ID> until SIGINT/SIGTERM
-//! supplier seed-demo    write the demo catalogs of acme, globex and initech where absent
-//! ```
+//! supplier binary: `supplier --help` lists every setting.
 
-use pipeline::config::RedisConfig;
-use supplier::{Supplier, SupplierConfig};
-
-const USAGE: &str = "usage: supplier [seed-demo]";
+use supplier::Supplier;
+use supplier::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = pipeline::telemetry::init("supplier")?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] => {
-            let config = SupplierConfig::from_env()?;
+    let cli = Cli::parse();
+    let _log = pipeline::telemetry::init("supplier", &cli.log)?;
+    match cli.command {
+        None => {
             let shutdown = pipeline::shutdown::on_signal();
-            Supplier::build(config, shutdown)
+            Supplier::build(cli.config, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        ["seed-demo"] => {
-            let redis = RedisConfig::from_env()?;
-            let pool = pipeline::store::connect(&redis)?;
+        Some(Command::SeedDemo) => {
+            let redis = &cli.config.service.redis;
+            let pool = pipeline::store::connect(redis)?;
             let keys = pipeline::keys::Keys::new(redis.key_prefix.clone());
             for id in quotes::DEMO_SUPPLIERS {
                 let id = pipeline::domain::SupplierId::parse(id)?;
@@ -47,10 +34,5 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => anyhow::bail!(USAGE),
     }
 }

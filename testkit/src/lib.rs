@@ -1,6 +1,11 @@
 //! Test support shared by every service's integration tests: where the local
 //! stack is, unique prefixes, awaiting a condition, a fault-injecting TCP proxy
 //! and broker inspection. Dev-dependency only.
+//!
+//! Depends on every service, to start them in-process; it is a dev-dependency
+//! only and nothing but tests may depend on it.
+
+pub mod configs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use pipeline::amqp::{Broker, Outgoing};
-use pipeline::config::{BrokerConfig, RedisConfig, parse_urls};
+use pipeline::config::{BrokerConfig, BrokerNodes, RedisConfig, RedisUrl};
 use pipeline::messages::{ROUTE_NEW_ORDER, ROUTE_ORDER_CREATED, ROUTE_ORDER_REJECTED};
 use pipeline::shutdown::CancellationToken;
 use pipeline::trace::TraceParent;
@@ -26,7 +31,7 @@ use tokio::time::Instant;
 /// prefix, short timeouts, queues that expire if a test crashes.
 pub fn broker_config(prefix: &str, connection_name: &str) -> BrokerConfig {
     BrokerConfig {
-        urls: parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap(),
+        urls: BrokerNodes::parse(&broker_urls()).unwrap(),
         heartbeat: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(1500),
         confirm_timeout: Duration::from_secs(5),
@@ -42,10 +47,21 @@ pub fn broker_config(prefix: &str, connection_name: &str) -> BrokerConfig {
 /// Redis settings for a test service: its own key prefix.
 pub fn redis_config(prefix: &str) -> RedisConfig {
     RedisConfig {
-        url: redis_url(),
+        url: RedisUrl::parse(&redis_url()).unwrap(),
         timeout: Duration::from_millis(1000),
         response_timeout: Duration::from_secs(5),
         key_prefix: prefix.replace('.', ":"),
+    }
+}
+
+/// Everything a test service shares: port 0, its own topology and key
+/// prefix, the test listener limits.
+pub fn service_config(prefix: &str, connection_name: &str) -> pipeline::service::ServiceConfig {
+    pipeline::service::ServiceConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        broker: broker_config(prefix, connection_name),
+        redis: redis_config(prefix),
+        http: http_limits(),
     }
 }
 
@@ -95,6 +111,7 @@ pub fn redis_url() -> String {
 
 /// A unique prefix for one test's queues and keys.
 pub fn unique_prefix() -> String {
+    pipeline::telemetry::init_for_tests();
     format!("t-{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
@@ -445,7 +462,7 @@ pub mod bench {
             let redis_config = super::redis_config(&prefix);
             let shutdown = CancellationToken::new();
             let publisher = Broker::connect(broker_config.clone(), shutdown.clone()).await?;
-            let redis = redis::Client::open(redis_config.url.clone())?
+            let redis = redis::Client::open(redis_config.url.expose())?
                 .get_multiplexed_async_connection()
                 .await?;
             Ok(Self {

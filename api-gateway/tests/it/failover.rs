@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline::config::parse_urls;
+use pipeline::config::BrokerNodes;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -17,13 +17,15 @@ use crate::helpers::{broker_urls, eventually, spawn_with, test_config, unique_pr
 
 #[tokio::test]
 async fn fault_kill_9_of_the_connected_node_loses_no_accepted_order() {
-    let urls = parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap();
+    let all = broker_urls();
+    let raw: Vec<&str> = all.split(',').collect();
+    let urls = BrokerNodes::parse(&all).unwrap();
     assert!(urls.len() >= 3, "this test needs the 3-node local cluster");
 
     // Connect to node 3 first, so killing it forces a failover.
     let mut config = test_config(&unique_prefix());
-    config.broker.urls = vec![urls[2].clone(), urls[0].clone(), urls[1].clone()];
-    config.broker.heartbeat = Duration::from_secs(1);
+    config.service.broker.urls = BrokerNodes::parse(&[raw[2], raw[0], raw[1]].join(",")).unwrap();
+    config.service.broker.heartbeat = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(3);
     let app = Arc::new(spawn_with(config).await);
     let health: Value = app

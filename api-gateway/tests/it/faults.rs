@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pipeline::config::parse_urls;
+use pipeline::config::BrokerNodes;
 use serde_json::Value;
 
 use crate::helpers::{
@@ -17,7 +17,7 @@ const ORDER: &str = r#"{"id":"order-f1","sku":"mag-safe-phone-case","qty":1}"#;
 #[tokio::test]
 async fn redis_unreachable_is_503_and_health_says_so() {
     let mut config = test_config(&unique_prefix());
-    config.redis.url = "redis://127.0.0.1:1".into();
+    config.service.redis.url = pipeline::config::RedisUrl::parse("redis://127.0.0.1:1").unwrap();
     let app = spawn_with(config).await;
     let res = app.post_order(ORDER, None).await;
     assert_eq!(res.status(), 503);
@@ -68,7 +68,7 @@ async fn spawn_app_default() -> crate::helpers::TestApp {
 }
 
 fn first_node() -> std::net::SocketAddr {
-    let url = &parse_urls("RABBITMQ_URLS", &broker_urls()).unwrap()[0];
+    let url = &BrokerNodes::parse(&broker_urls()).unwrap()[0];
     format!("{}:{}", url.authority.host, url.authority.port)
         .parse()
         .unwrap()
@@ -78,8 +78,8 @@ fn first_node() -> std::net::SocketAddr {
 async fn broker_down_is_503_then_a_retry_succeeds_with_one_message() {
     let proxy = TcpProxy::start(first_node()).await;
     let mut config = test_config(&unique_prefix());
-    config.broker.urls = parse_urls("RABBITMQ_URLS", &proxy.url()).unwrap();
-    config.broker.heartbeat = Duration::from_secs(1);
+    config.service.broker.urls = BrokerNodes::parse(&proxy.url()).unwrap();
+    config.service.broker.heartbeat = Duration::from_secs(1);
     config.request_timeout = Duration::from_millis(1500);
     let app = spawn_with(config).await;
 
@@ -129,9 +129,9 @@ async fn silent_network_cut_times_out_the_confirm_and_fails_over_to_another_node
     let proxy = TcpProxy::start(first_node()).await;
     let mut config = test_config(&unique_prefix());
     let direct = broker_urls();
-    config.broker.urls = parse_urls("RABBITMQ_URLS", &format!("{},{direct}", proxy.url())).unwrap();
-    config.broker.heartbeat = Duration::from_secs(1);
-    config.broker.confirm_timeout = Duration::from_millis(800);
+    config.service.broker.urls = BrokerNodes::parse(&format!("{},{direct}", proxy.url())).unwrap();
+    config.service.broker.heartbeat = Duration::from_secs(1);
+    config.service.broker.confirm_timeout = Duration::from_millis(800);
     config.request_timeout = Duration::from_millis(1500);
     let app = spawn_with(config).await;
     let node_of = |v: &Value| {

@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, spawn_app, spawn_with, test_config, unique_prefix}
 
 async fn spawn_limited(limits: pipeline::http::Limits) -> TestApp {
     let mut config = test_config(&unique_prefix());
-    config.http = limits;
+    config.service.http = limits;
     spawn_with(config).await
 }
 

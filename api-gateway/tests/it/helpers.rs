@@ -3,9 +3,7 @@
 //! key prefix, so tests run in parallel without seeing each other's orders.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use api_gateway::idempotency::Lifetimes;
 use api_gateway::{Application, GatewayConfig};
 use pipeline::shutdown::CancellationToken;
 
@@ -13,20 +11,7 @@ pub use testkit::{ProxyMode, TcpProxy, broker_urls, eventually, unique_prefix};
 
 /// A config for a test gateway: port 0, own prefixes, short timeouts.
 pub fn test_config(prefix: &str) -> GatewayConfig {
-    GatewayConfig {
-        quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
-        history: None,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(prefix, "api-gateway-test"),
-        redis: testkit::redis_config(prefix),
-        http: testkit::http_limits(),
-        request_timeout: Duration::from_secs(5),
-        lifetimes: Lifetimes {
-            lease: Duration::from_secs(30),
-            done: Duration::from_secs(600),
-        },
-        max_qty: 1000,
-    }
+    testkit::configs::gateway(prefix)
 }
 
 pub struct TestApp {
@@ -60,17 +45,7 @@ pub async fn spawn_with(config: GatewayConfig) -> TestApp {
 
 fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = tracing_subscriber_init();
-    });
-}
-
-fn tracing_subscriber_init() -> Option<()> {
-    // Logs only when asked for (RUST_LOG=debug cargo nextest run ...), for
-    // the whole test process: the writer's guard is never dropped.
-    std::env::var("RUST_LOG").ok()?;
-    std::mem::forget(pipeline::telemetry::init("api-gateway-test").ok()?);
-    Some(())
+    ONCE.call_once(pipeline::telemetry::init_for_tests);
 }
 
 impl TestApp {
@@ -111,7 +86,7 @@ impl TestApp {
     }
 
     fn topology(&self) -> pipeline::amqp::Topology {
-        pipeline::amqp::Topology::new(self.config.broker.topology_prefix.clone(), 1)
+        pipeline::amqp::Topology::new(self.config.service.broker.topology_prefix.clone(), 1)
     }
 
     pub fn exchange(&self) -> String {
@@ -133,15 +108,15 @@ impl TestApp {
     }
 
     pub fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.config.redis.key_prefix)
+        format!("{}{name}", self.config.service.redis.key_prefix)
     }
 
     /// The intake records of this app's Redis prefix, as another gateway
     /// instance would see them (its configured lease and key lifetime).
     pub fn store(&self) -> api_gateway::idempotency::Store {
         api_gateway::idempotency::Store::new(
-            pipeline::store::connect(&self.config.redis).unwrap(),
-            pipeline::keys::Keys::new(self.config.redis.key_prefix.clone()),
+            pipeline::store::connect(&self.config.service.redis).unwrap(),
+            pipeline::keys::Keys::new(self.config.service.redis.key_prefix.clone()),
             self.config.lifetimes,
         )
     }
@@ -150,6 +125,6 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let _ = (&mut self.server).await;
-        testkit::delete_topology(&self.config.broker.topology_prefix).await;
+        testkit::delete_topology(&self.config.service.broker.topology_prefix).await;
     }
 }

@@ -1,6 +1,7 @@
 //! The whole pipeline in one process (gateway, processor, notifier with the
 //! log sink, dashboard), all under one test's prefixes.
 
+use pipeline::history::HistoryClientConfig;
 use std::time::Duration;
 
 use dashboard::{Dashboard, DashboardConfig};
@@ -40,25 +41,13 @@ impl Stack {
         let world = World::new().await;
         let prefix = world.prefix.clone();
         let shutdown = CancellationToken::new();
-        let broker = |name: &str| testkit::broker_config(&prefix, name);
-        let redis = testkit::redis_config(&prefix);
-        let any_port = "127.0.0.1:0".parse().unwrap();
         let mut tasks = Vec::new();
 
         let history = order_history::History::build(
             order_history::HistoryConfig {
-                addr: any_port,
-                broker: broker("order-history-test"),
-                redis: redis.clone(),
-                http: testkit::http_limits(),
-                database_url: testkit::database_url(),
-                schema: testkit::history_schema(&prefix),
                 replica: "dash-h1".into(),
-                batch: 100,
-                lock_poll: Duration::from_millis(100),
-                retention: Duration::from_secs(3600),
                 pool_size: 2,
-                db_timeout: Duration::from_secs(3),
+                ..testkit::configs::history(&prefix, "dash-h1")
             },
             shutdown.clone(),
         )
@@ -66,22 +55,9 @@ impl Stack {
         .unwrap();
         let history_url = format!("http://{}", history.local_addr());
         tasks.push(tokio::spawn(history.run_until_stopped()));
-        let order_history = pipeline::history::HistoryClient::new(
-            vec![history_url.clone(), "http://127.0.0.1:9".into()],
-            Duration::from_millis(500),
-        );
 
         let processor = order_processor::Processor::build(
-            order_processor::ProcessorConfig {
-                history: None,
-                addr: any_port,
-                broker: broker("order-processor-test"),
-                redis: redis.clone(),
-                http: testkit::http_limits(),
-                prefetch: 32,
-                batch: 32,
-                transient_retry: Duration::from_secs(10),
-            },
+            testkit::configs::processor(&prefix),
             shutdown.clone(),
         )
         .await
@@ -89,16 +65,8 @@ impl Stack {
         tasks.push(tokio::spawn(processor.run_until_stopped()));
         let notifier = notifier::Notifier::build(
             notifier::NotifierConfig {
-                history: None,
-                addr: any_port,
-                broker: broker("notifier-test"),
-                redis: redis.clone(),
-                http: testkit::http_limits(),
                 prefetch: 32,
-                batch: 32,
-                transient_retry: Duration::from_secs(10),
-                sink: notifier::SinkConfig::Log,
-                claim: Duration::from_secs(30),
+                ..testkit::configs::notifier(&prefix, notifier::SinkConfig::log())
             },
             shutdown.clone(),
         )
@@ -114,17 +82,7 @@ impl Stack {
                         .map(|s| pipeline::domain::SupplierId::parse(s).unwrap())
                         .collect(),
                 ),
-                history: None,
-                addr: any_port,
-                broker: broker("api-gateway-test"),
-                redis: redis.clone(),
-                http: testkit::http_limits(),
-                request_timeout: Duration::from_secs(5),
-                lifetimes: api_gateway::idempotency::Lifetimes {
-                    lease: Duration::from_secs(30),
-                    done: Duration::from_secs(600),
-                },
-                max_qty: 1000,
+                ..testkit::configs::gateway(&prefix)
             },
             shutdown.clone(),
         )
@@ -134,24 +92,29 @@ impl Stack {
         tasks.push(tokio::spawn(gateway.run_until_stopped()));
         let dash = Dashboard::build(
             DashboardConfig {
-                addr: any_port,
-                broker: broker("dashboard-test"),
-                redis,
-                http: testkit::http_limits(),
+                service: testkit::service_config(&prefix, "dashboard-test"),
                 sample_interval: Duration::from_millis(200),
                 history: Duration::from_secs(60),
                 low_stock: 10,
                 // Only keyspace notifications find a new SKU in time.
                 inventory_rescan: Duration::from_secs(3600),
                 sse_max_clients: 8,
-                order_history: Some(order_history),
-                gateway: Some(dashboard::gateway::GatewayClient::new(
-                    options
-                        .gateway_url
-                        .clone()
-                        .unwrap_or_else(|| gateway_url.clone()),
-                    Duration::from_millis(500),
-                )),
+                order_history: HistoryClientConfig {
+                    timeout: Duration::from_millis(500),
+                    ..HistoryClientConfig::at(vec![
+                        history_url.clone(),
+                        "http://127.0.0.1:9".into(),
+                    ])
+                },
+                gateway: dashboard::gateway::GatewayConfig {
+                    timeout: Duration::from_millis(500),
+                    ..dashboard::gateway::GatewayConfig::at(Some(
+                        options
+                            .gateway_url
+                            .clone()
+                            .unwrap_or_else(|| gateway_url.clone()),
+                    ))
+                },
             },
             shutdown.clone(),
         )

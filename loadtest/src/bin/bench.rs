@@ -1,5 +1,5 @@
 //! `make bench`: measures the running stack (`make up`) and writes
-//! `BENCHMARKS.md` and `bench/e2e.svg`.
+//! `docs/performance.md` and `bench/e2e.svg`.
 //!
 //! (a) the broker's raw confirmed-publish rate to a quorum queue,
 //! (b) gateway intake at 64 connections (distinct orders, closed loop), with
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(default)
     };
     // Sizes of the shorter phases (a quick check of the bench itself can
-    // lower them; the figures in BENCHMARKS.md use the defaults).
+    // lower them; the figures in docs/performance.md use the defaults).
     let intake_orders = env_or("INTAKE_ORDERS", 20_000);
     let quote_requests = env_or("QUOTE_REQUESTS", 20_000);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -391,7 +391,7 @@ async fn main() -> anyhow::Result<()> {
 
     let machine = machine();
     let doc = format!(
-        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the services and three suppliers, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n## Cost per order\n\nCPU time of every process of the stack from `/proc/<pid>/stat` (user + system) before and after the phase, divided by its orders; Redis commands from `INFO commandstats` (which counts the commands run inside Lua scripts too; `evalsha` is the number of script calls). The load generator shares the machine.\n\n{cost}\n![throughput and p99 latency over the end-to-end run](bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
+        "# Benchmarks\n\nProduced by `make bench` (`cargo run --release -p loadtest --bin bench`) on the running local stack (`make up`: 3 RabbitMQ nodes, Redis with AOF, the services and three suppliers, release builds), with the load generator on the same machine.\n\n{machine}\n## Results\n\n{table}\nRatios are against (a), the broker's own ceiling for confirmed, replicated writes on this machine: every order costs at least one such publish at the gateway and one at the processor, plus Redis scripts, HTTP and acks, all sharing the same 2 cores.\n\n## Cost per order\n\nCPU time of every process of the stack from `/proc/<pid>/stat` (user + system) before and after the phase, divided by its orders; Redis commands from `INFO commandstats` (which counts the commands run inside Lua scripts too; `evalsha` is the number of script calls). The load generator shares the machine.\n\n{cost}\n![throughput and p99 latency over the end-to-end run](../bench/e2e.svg)\n\n## Ledger of the end-to-end run\n\n```text\n{e2e}\n```\n\n## Redis memory while orders keep flowing\n\n(e) {rounds} rounds of 8,000 orders after (c), the stack's order-history replicas running with `ORDER_RETENTION_SECS={retention_secs}` (as `make bench` saw it in its environment; start the stack with the same value). A finished order's records expire that long after the history recorded it, so `used_memory` stops growing once the retention has passed.\n\n{retention}\n",
     );
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -412,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
     if !runs_path.exists() {
         std::fs::write(
             &runs_path,
-            "# Bench runs\n\nOne line per `make bench`, appended, never rewritten (BENCHMARKS.md shows the latest in full).\n\n| date (UTC) | commit | raw probe (median, spread) | orders (c) | end to end | e2e / probe | CPU ms per order (c) | Redis commands per order (c) | ran with |\n|---|---|---|---|---|---|---|---|---|\n",
+            "# Bench runs\n\nOne line per `make bench`, appended, never rewritten (docs/performance.md shows the latest in full).\n\n| date (UTC) | commit | raw probe (median, spread) | orders (c) | end to end | e2e / probe | CPU ms per order (c) | Redis commands per order (c) | ran with |\n|---|---|---|---|---|---|---|---|---|\n",
         )?;
     }
     let line = format!(
@@ -452,9 +452,9 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&json)?,
     )?;
     let doc = doc + &std::fs::read_to_string(root.join("bench/NOTES.md")).unwrap_or_default();
-    std::fs::write(root.join("BENCHMARKS.md"), doc)?;
+    std::fs::write(root.join("docs/performance.md"), doc)?;
     eprintln!(
-        "wrote BENCHMARKS.md, {}, bench/runs.md (appended) and bench/last-run.json",
+        "wrote docs/performance.md, {}, bench/runs.md (appended) and bench/last-run.json",
         svg_path.display()
     );
     if !e2e.ok() || !intake.ok() || !unrouted.ok() || quotes.iter().any(|(_, q)| !q.ok()) {

@@ -13,18 +13,7 @@ use pipeline::shutdown::CancellationToken;
 pub use testkit::{World, eventually};
 
 pub fn test_config(prefix: &str, sink: SinkConfig) -> NotifierConfig {
-    NotifierConfig {
-        history: None,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(prefix, "notifier-test"),
-        redis: testkit::redis_config(prefix),
-        http: testkit::http_limits(),
-        prefetch: 64,
-        batch: 32,
-        transient_retry: Duration::from_secs(10),
-        sink,
-        claim: Duration::from_secs(30),
-    }
+    testkit::configs::notifier(prefix, sink)
 }
 
 pub struct RunningNotifier {
@@ -107,11 +96,7 @@ impl Receiver {
     }
 
     pub fn sink(&self) -> SinkConfig {
-        SinkConfig::Webhook {
-            url: self.url.clone(),
-            timeout: Duration::from_secs(2),
-            tries: 4,
-        }
+        SinkConfig::webhook(self.url.clone(), Duration::from_secs(2), 4)
     }
 }
 
@@ -149,39 +134,15 @@ impl Pipeline {
         let notifier = RunningNotifier::start(test_config(&w.prefix, rx.sink()), None).await;
         let shutdown = CancellationToken::new();
         let processor = order_processor::Processor::build(
-            order_processor::ProcessorConfig {
-                history: None,
-                addr: "127.0.0.1:0".parse().unwrap(),
-                broker: testkit::broker_config(&w.prefix, "order-processor-test"),
-                redis: testkit::redis_config(&w.prefix),
-                http: testkit::http_limits(),
-                prefetch: 32,
-                batch: 32,
-                transient_retry: Duration::from_secs(10),
-            },
+            testkit::configs::processor(&w.prefix),
             shutdown.clone(),
         )
         .await
         .unwrap();
-        let gateway = api_gateway::Application::build(
-            api_gateway::GatewayConfig {
-                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
-                history: None,
-                addr: "127.0.0.1:0".parse().unwrap(),
-                broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
-                redis: testkit::redis_config(&w.prefix),
-                http: testkit::http_limits(),
-                request_timeout: Duration::from_secs(5),
-                lifetimes: api_gateway::idempotency::Lifetimes {
-                    lease: Duration::from_secs(30),
-                    done: Duration::from_secs(600),
-                },
-                max_qty: 1000,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let gateway =
+            api_gateway::Application::build(testkit::configs::gateway(&w.prefix), shutdown.clone())
+                .await
+                .unwrap();
         let base = format!("http://{}", gateway.local_addr());
         let tasks = vec![
             tokio::spawn(processor.run_until_stopped()),

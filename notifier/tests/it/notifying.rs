@@ -235,7 +235,7 @@ async fn a_crash_between_send_and_record_resends_with_the_same_key() {
 #[tokio::test]
 async fn malformed_events_are_dead_lettered_and_the_log_sink_works() {
     let mut w = World::new().await;
-    let n = RunningNotifier::start(test_config(&w.prefix, SinkConfig::Log), None).await;
+    let n = RunningNotifier::start(test_config(&w.prefix, SinkConfig::log()), None).await;
     let exchange = w.broker.topology().events_exchange();
     w.publish_to(&exchange, "order.created", "junk", b"{nope")
         .await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use order_history::{History, HistoryConfig, State};
-use pipeline::history::HistoryClient;
+use pipeline::history::HistoryClientConfig;
 use pipeline::shutdown::CancellationToken;
 use serde_json::Value;
 use std::sync::Arc;
@@ -12,20 +12,7 @@ use std::sync::Arc;
 pub use testkit::{World, eventually};
 
 pub fn history_config(prefix: &str, replica: &str) -> HistoryConfig {
-    HistoryConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(prefix, &format!("order-history-{replica}")),
-        redis: testkit::redis_config(prefix),
-        http: testkit::http_limits(),
-        database_url: testkit::database_url(),
-        schema: testkit::history_schema(prefix),
-        replica: replica.to_owned(),
-        batch: 100,
-        lock_poll: Duration::from_millis(100),
-        retention: Duration::from_secs(3600),
-        pool_size: 4,
-        db_timeout: Duration::from_secs(3),
-    }
+    testkit::configs::history(prefix, replica)
 }
 
 /// One replica running in this process.
@@ -53,8 +40,12 @@ impl Replica {
         }
     }
 
-    pub fn client(&self) -> HistoryClient {
-        HistoryClient::new(vec![self.base.clone()], Duration::from_secs(2))
+    /// This replica as the other services' `HISTORY_URLS`.
+    pub fn client(&self) -> HistoryClientConfig {
+        HistoryClientConfig {
+            timeout: Duration::from_secs(2),
+            ..HistoryClientConfig::at(vec![self.base.clone()])
+        }
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -136,18 +127,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub async fn start(prefix: &str, history: Option<HistoryClient>) -> Self {
+    pub async fn start(prefix: &str, history: Option<HistoryClientConfig>) -> Self {
         let shutdown = CancellationToken::new();
+        let history = history.unwrap_or_else(HistoryClientConfig::none);
         let processor = order_processor::Processor::build(
             order_processor::ProcessorConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                broker: testkit::broker_config(prefix, "order-processor-test"),
-                redis: testkit::redis_config(prefix),
-                http: testkit::http_limits(),
-                prefetch: 32,
-                batch: 32,
-                transient_retry: Duration::from_secs(10),
                 history: history.clone(),
+                ..testkit::configs::processor(prefix)
             },
             shutdown.clone(),
         )
@@ -155,16 +141,9 @@ impl Pipeline {
         .unwrap();
         let notifier = notifier::Notifier::build(
             notifier::NotifierConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                broker: testkit::broker_config(prefix, "notifier-test"),
-                redis: testkit::redis_config(prefix),
-                http: testkit::http_limits(),
                 prefetch: 32,
-                batch: 32,
-                transient_retry: Duration::from_secs(10),
-                sink: notifier::SinkConfig::Log,
-                claim: Duration::from_secs(30),
                 history: history.clone(),
+                ..testkit::configs::notifier(prefix, notifier::SinkConfig::log())
             },
             shutdown.clone(),
         )
@@ -172,18 +151,8 @@ impl Pipeline {
         .unwrap();
         let gateway = api_gateway::Application::build(
             api_gateway::GatewayConfig {
-                quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
-                addr: "127.0.0.1:0".parse().unwrap(),
-                broker: testkit::broker_config(prefix, "api-gateway-test"),
-                redis: testkit::redis_config(prefix),
-                http: testkit::http_limits(),
-                request_timeout: Duration::from_secs(5),
-                lifetimes: api_gateway::idempotency::Lifetimes {
-                    lease: Duration::from_secs(30),
-                    done: Duration::from_secs(600),
-                },
-                max_qty: 1000,
                 history,
+                ..testkit::configs::gateway(prefix)
             },
             shutdown.clone(),
         )

@@ -173,10 +173,10 @@ async fn an_id_the_filter_flags_but_the_history_never_saw_is_a_new_order() {
 
     // With no history answering, such an id is not guessed about.
     p.stop().await;
-    let dead = pipeline::history::HistoryClient::new(
-        vec!["http://127.0.0.1:9".into()],
-        Duration::from_millis(300),
-    );
+    let dead = pipeline::history::HistoryClientConfig {
+        timeout: Duration::from_millis(300),
+        ..pipeline::history::HistoryClientConfig::at(vec!["http://127.0.0.1:9".into()])
+    };
     let p = Pipeline::start(&w.prefix, Some(dead)).await;
     let order = w.key("order:unlucky");
     let _: () = w.redis.hset(&order, "status", "rejected").await.unwrap();

@@ -19,7 +19,8 @@ async fn orders_wait_out_a_redis_outage_and_are_then_processed_once() {
         .unwrap();
     let proxy = TcpProxy::start(redis_addr).await;
     let mut config = w.config();
-    config.redis.url = format!("redis://{}", proxy.addr);
+    config.service.redis.url =
+        pipeline::config::RedisUrl::parse(&format!("redis://{}", proxy.addr)).unwrap();
     let p = RunningProcessor::start(config).await;
 
     proxy.set(ProxyMode::Down);
@@ -149,20 +150,7 @@ async fn end_to_end_a_posted_order_becomes_reserved() {
     w.set_stock("mag-safe-phone-case", 100).await;
     let p = RunningProcessor::start(w.config()).await;
     let shutdown = pipeline::shutdown::CancellationToken::new();
-    let gateway_config = api_gateway::GatewayConfig {
-        quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
-        history: None,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(&w.prefix, "api-gateway-test"),
-        redis: testkit::redis_config(&w.prefix),
-        http: testkit::http_limits(),
-        request_timeout: Duration::from_secs(5),
-        lifetimes: api_gateway::idempotency::Lifetimes {
-            lease: Duration::from_secs(30),
-            done: Duration::from_secs(600),
-        },
-        max_qty: 1000,
-    };
+    let gateway_config = testkit::configs::gateway(&w.prefix);
     let gateway = api_gateway::Application::build(gateway_config, shutdown.clone())
         .await
         .unwrap();

@@ -2,7 +2,6 @@
 //! Redis accessors, all under one test's own topology and key prefix.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use order_processor::{AfterCommit, Processor, ProcessorConfig};
 use pipeline::amqp::Broker;
@@ -11,16 +10,7 @@ use pipeline::shutdown::CancellationToken;
 pub use testkit::{ProxyMode, TcpProxy, World, eventually};
 
 pub fn test_config(prefix: &str) -> ProcessorConfig {
-    ProcessorConfig {
-        history: None,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(prefix, "order-processor-test"),
-        redis: testkit::redis_config(prefix),
-        http: testkit::http_limits(),
-        prefetch: 32,
-        batch: 32,
-        transient_retry: Duration::from_secs(10),
-    }
+    testkit::configs::processor(prefix)
 }
 
 pub struct RunningProcessor {

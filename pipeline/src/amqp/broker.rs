@@ -407,7 +407,7 @@ impl Broker {
                 match self.open_link(index).await {
                     Ok(link) => return Ok(Arc::new(link)),
                     Err(e) => {
-                        tracing::warn!(node = %node_label(&self.inner.config.urls[index]), error = %e, "broker node did not answer");
+                        tracing::warn!(node = %node_label(self.inner.config.urls.get(index)), error = %e, "broker node did not answer");
                         last_error = Some(e);
                     }
                 }
@@ -425,7 +425,7 @@ impl Broker {
 
     async fn open_link(&self, index: usize) -> anyhow::Result<Link> {
         let config = &self.inner.config;
-        let mut uri = config.urls[index].clone();
+        let mut uri = config.urls.get(index).clone();
         uri.query.heartbeat = Some(config.heartbeat.as_secs().clamp(1, u64::from(u16::MAX)) as u16);
         uri.query.connection_timeout = Some(config.connect_timeout.as_millis() as u64);
         let node = node_label(&uri);

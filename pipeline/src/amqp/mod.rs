@@ -11,4 +11,5 @@ pub use broker::{Broker, Link, Outgoing, PublishError};
 pub use consumer::{
     ConsumeOptions, Disposition, consume, each, header, isolated, previous_deliveries,
 };
+pub use lapin::message::Delivery;
 pub use topology::{REJECTED_KEEP, Topology};

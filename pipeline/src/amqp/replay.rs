@@ -122,26 +122,24 @@ pub async fn replay_dlq(
     Ok(moved)
 }
 
-/// The `replay-dlq [--limit N]` subcommand both workers offer: parses its
-/// arguments, connects, moves, prints what it did.
+/// `replay-dlq`: the subcommand both workers offer.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Move at most this many messages (default: every message parked now).
+    #[arg(long, value_parser = crate::config::at_least::<u64>(1))]
+    pub limit: Option<u64>,
+}
+
+/// Runs `replay-dlq`: connects, moves, prints what it did.
 pub async fn run_command(
     config: crate::config::BrokerConfig,
     parked: Parked,
-    args: &[&str],
-    usage: &str,
+    args: &ReplayArgs,
 ) -> anyhow::Result<()> {
-    let limit =
-        match args {
-            [] => None,
-            ["--limit", n] => Some(n.parse().map_err(|_| {
-                anyhow::anyhow!("--limit expects a whole number, got {n:?}\n{usage}")
-            })?),
-            _ => anyhow::bail!("{usage}"),
-        };
     let shutdown = crate::shutdown::on_signal();
     let broker = Broker::connect(config, shutdown).await?;
     let (dlq, target) = parked.queues(&broker);
-    let moved = replay_dlq(&broker, parked, limit).await;
+    let moved = replay_dlq(&broker, parked, args.limit).await;
     broker.close().await;
     println!("moved {} message(s) from {dlq} back to {target}", moved?);
     Ok(())

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::InvalidField;
 
-
 /// A supplier's id: 1–32 characters of `[a-z0-9-]` (it names a queue and a
 /// Redis key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

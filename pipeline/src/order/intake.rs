@@ -19,18 +19,21 @@
 use std::time::Duration;
 
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
-use crate::keys::Keys;
 use crate::domain::{QuoteId, QuoteTerms};
+use crate::keys::Keys;
 use crate::store::Redis;
 
 use super::{ACCEPT, INTAKE, RECENT_ORDERS, RELEASE};
 
 /// How long claims and finished records live.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Lifetimes {
-    /// In-flight lease: a crashed request frees its key and id after this.
+    /// In-flight lease, in seconds: a crashed request frees its key and id
+    /// after this. Must outlast REQUEST_TIMEOUT_MS.
+    #[arg(id = "IDEMPOTENCY_LEASE_SECS", long = "idempotency-lease-secs", env = "IDEMPOTENCY_LEASE_SECS", default_value = "30", value_parser = crate::config::secs)]
     pub lease: Duration,
-    /// How long a key remembers its order id and answer.
+    /// How long, in seconds, a key remembers its order id and answer.
+    #[arg(id = "IDEMPOTENCY_TTL_SECS", long = "idempotency-ttl-secs", env = "IDEMPOTENCY_TTL_SECS", default_value = "86400", value_parser = crate::config::secs)]
     pub done: Duration,
 }
 

@@ -27,33 +27,47 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use pipeline::api::CircuitState;
+use pipeline::config::{at_least, between};
 use tokio::time::Instant;
 
 /// Every threshold of a breaker (`QUOTE_BREAKER_*` on the gateway).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct BreakerConfig {
-    /// The sliding window: the outcomes of the last this many calls.
+    /// The breaker's sliding window: the outcomes of the last this many
+    /// calls to one supplier.
+    #[arg(id = "QUOTE_BREAKER_WINDOW", long = "quote-breaker-window", env = "QUOTE_BREAKER_WINDOW", default_value = "20", value_parser = at_least::<usize>(1))]
     pub window: usize,
-    /// The circuit never opens on fewer calls than this in the window.
+    /// A circuit never opens on fewer calls than this in the window (at
+    /// most QUOTE_BREAKER_WINDOW).
+    #[arg(id = "QUOTE_BREAKER_MIN_CALLS", long = "quote-breaker-min-calls", env = "QUOTE_BREAKER_MIN_CALLS", default_value = "5", value_parser = at_least::<usize>(1))]
     pub min_calls: usize,
-    /// Opens when at least this percentage of the window's calls failed.
+    /// A circuit opens when at least this percentage of the window's calls
+    /// failed.
+    #[arg(id = "QUOTE_BREAKER_FAILURE_RATE", long = "quote-breaker-failure-rate", env = "QUOTE_BREAKER_FAILURE_RATE", default_value = "50", value_parser = between::<u8>(1, 100))]
     pub failure_rate_percent: u8,
-    /// How long an open circuit stays open before it lets probes through.
+    /// How long an open circuit stays open before it lets probes through
+    /// (at most a day).
+    #[arg(id = "QUOTE_BREAKER_OPEN_MS", long = "quote-breaker-open-ms", env = "QUOTE_BREAKER_OPEN_MS", default_value = "5000", value_parser = bounded_millis(86_400_000))]
     pub open_for: Duration,
     /// Probes let through at once while half-open, and the successes that
     /// close the circuit.
+    #[arg(id = "QUOTE_BREAKER_HALF_OPEN_PROBES", long = "quote-breaker-half-open-probes", env = "QUOTE_BREAKER_HALF_OPEN_PROBES", default_value = "1", value_parser = at_least::<usize>(1))]
     pub half_open_probes: usize,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            window: 20,
-            min_calls: 5,
-            failure_rate_percent: 50,
-            open_for: Duration::from_secs(5),
-            half_open_probes: 1,
-        }
+        pipeline::config::defaults()
+    }
+}
+
+/// Positive milliseconds up to `max`.
+pub fn bounded_millis(
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let ms = between::<u64>(1, max)(raw)?;
+        Ok(Duration::from_millis(ms))
     }
 }
 

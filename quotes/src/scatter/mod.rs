@@ -47,8 +47,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use pipeline::amqp::Broker;
 pub use breaker::{Breaker, BreakerConfig, Permit};
+use pipeline::amqp::Broker;
 pub use pipeline::api::{CircuitState, DestinationStatus};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -74,7 +74,10 @@ pub struct Destination {
 
 impl Destination {
     /// Where a quote request for supplier `id` is published.
-    pub fn supplier(topology: &pipeline::amqp::Topology, id: &pipeline::domain::SupplierId) -> Self {
+    pub fn supplier(
+        topology: &pipeline::amqp::Topology,
+        id: &pipeline::domain::SupplierId,
+    ) -> Self {
         Self {
             name: id.as_str().to_owned(),
             exchange: topology.quotes_exchange(),
@@ -472,7 +475,9 @@ impl ScatterGather {
         headers.insert(
             "traceparent".into(),
             lapin::types::AMQPValue::LongString(
-                pipeline::trace::TraceParent::generate().header_value().into(),
+                pipeline::trace::TraceParent::generate()
+                    .header_value()
+                    .into(),
             ),
         );
         let mut confirms = FuturesUnordered::new();

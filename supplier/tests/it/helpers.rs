@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use api_gateway::idempotency::Lifetimes;
 use api_gateway::{Application, GatewayConfig, QuotesConfig};
 use pipeline::domain::SupplierId;
-use quotes::scatter::BreakerConfig;
 use pipeline::shutdown::CancellationToken;
+use quotes::scatter::BreakerConfig;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -76,17 +75,7 @@ pub fn quick_breaker() -> BreakerConfig {
 pub fn gateway_config(prefix: &str, quotes: QuotesConfig) -> GatewayConfig {
     GatewayConfig {
         quotes,
-        history: None,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        broker: testkit::broker_config(prefix, "api-gateway-test"),
-        redis: testkit::redis_config(prefix),
-        http: testkit::http_limits(),
-        request_timeout: Duration::from_secs(5),
-        lifetimes: Lifetimes {
-            lease: Duration::from_secs(30),
-            done: Duration::from_secs(600),
-        },
-        max_qty: 1000,
+        ..testkit::configs::gateway(prefix)
     }
 }
 
@@ -158,18 +147,10 @@ impl World {
 
     pub async fn start_supplier(&mut self, id: &str, knobs: Knobs) {
         let id = SupplierId::parse(id).unwrap();
-        let mut broker = testkit::broker_config(&self.prefix, &format!("supplier-{id}-test"));
-        broker.suppliers = vec![id.clone()];
         let config = SupplierConfig {
-            id: id.clone(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            broker,
-            redis: testkit::redis_config(&self.prefix),
-            http: testkit::http_limits(),
             delay: knobs.delay,
             failure_rate: knobs.failure_rate,
-            prefetch: 64,
-            demo_catalog: false,
+            ..testkit::configs::supplier(&self.prefix, &id)
         };
         let shutdown = CancellationToken::new();
         let supplier = Supplier::build(config, shutdown.clone())
@@ -259,7 +240,7 @@ impl World {
         testkit::delete_topology(&self.prefix).await;
         let conn = testkit::inspector().await;
         let channel = conn.create_channel().await.unwrap();
-        for id in &self.quotes.suppliers {
+        for id in self.quotes.suppliers.iter() {
             let queue = topology.supplier_queue(id);
             let _ = channel
                 .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
