@@ -108,7 +108,7 @@ impl Webhook {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e| matches!(e, SendError::Transient(_)))
-            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "webhook failed, retrying"))
+            .notify(|e, delay| tracing::warn!(error = %pipeline::telemetry::chain(&e), ?delay, "webhook failed, retrying"))
             .await;
         Sent {
             attempts: attempts.into_inner(),

@@ -65,7 +65,7 @@ impl Database {
             .context("connecting to PostgreSQL (DATABASE_URL)")?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL session ended");
+                tracing::warn!(error = %pipeline::telemetry::chain(&e), "PostgreSQL session ended");
             }
         });
         Ok(client)

@@ -242,7 +242,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
                     // accept: back off a moment rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -267,7 +267,7 @@ pub async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 served = conn => if let Err(e) = served {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                    tracing::debug!(error = %crate::telemetry::chain(&e), "connection ended with an error");
                 },
                 () = activity.idle_for(idle) => {
                     metrics::counter!("http_idle_connections_closed_total").increment(1);

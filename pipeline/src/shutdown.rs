@@ -9,7 +9,7 @@ pub use tokio_util::sync::CancellationToken;
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %crate::telemetry::chain(&e), "cannot listen for SIGINT");
             std::future::pending::<()>().await;
         }
     };
@@ -20,7 +20,7 @@ pub async fn shutdown_signal() {
                 s.recv().await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                tracing::error!(error = %crate::telemetry::chain(&e), "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }

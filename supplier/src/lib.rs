@@ -214,7 +214,7 @@ impl State {
         {
             Ok(raw) => raw,
             Err(e) => {
-                tracing::warn!(error = %e, "catalog unavailable");
+                tracing::warn!(error = %pipeline::telemetry::chain(&e), "catalog unavailable");
                 return failed("catalog unavailable".into());
             }
         };
@@ -233,7 +233,7 @@ impl State {
         let entry: CatalogEntry = match serde_json::from_str(&raw) {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!(sku = request.sku.as_str(), value = raw, error = %e, "invalid catalog entry");
+                tracing::warn!(sku = request.sku.as_str(), value = raw, error = %pipeline::telemetry::chain(&e), "invalid catalog entry");
                 return failed(format!(
                     "catalog entry for {} is invalid ({e}); expected {{\"unit_price_minor\":1250,\"currency\":\"EUR\",\"stock\":40,\"delivery_days\":3}}",
                     request.sku.as_str()
@@ -276,7 +276,7 @@ impl State {
         let body = match serde_json::to_vec(reply) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(error = %e, "could not encode a quote reply");
+                tracing::error!(error = %pipeline::telemetry::chain(&e), "could not encode a quote reply");
                 return;
             }
         };
@@ -294,7 +294,7 @@ impl State {
             )
             .await;
         if let Err(e) = sent {
-            tracing::warn!(error = %e, "could not send a quote reply");
+            tracing::warn!(error = %pipeline::telemetry::chain(&e), "could not send a quote reply");
             self.broker.report_failure();
         }
     }

@@ -376,7 +376,7 @@ impl Broker {
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Event::Error(e)) => {
-                        tracing::warn!(node = %link.node, error = %e, "broker connection error");
+                        tracing::warn!(node = %link.node, error = %crate::telemetry::chain(&e), "broker connection error");
                         if !link.is_open() {
                             return;
                         }
@@ -407,7 +407,7 @@ impl Broker {
                 match self.open_link(index).await {
                     Ok(link) => return Ok(Arc::new(link)),
                     Err(e) => {
-                        tracing::warn!(node = %node_label(self.inner.config.urls.get(index)), error = %e, "broker node did not answer");
+                        tracing::warn!(node = %node_label(self.inner.config.urls.get(index)), error = %crate::telemetry::chain(e.as_ref()), "broker node did not answer");
                         last_error = Some(e);
                     }
                 }
@@ -415,7 +415,7 @@ impl Broker {
             Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no broker URL configured")))
         };
         let retrying = round.retry(backoff).sleep(tokio::time::sleep).notify(
-            |e, delay| tracing::warn!(error = %e, ?delay, "no broker node answered, retrying"),
+            |e, delay| tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), ?delay, "no broker node answered, retrying"),
         );
         tokio::select! {
             () = self.inner.shutdown.cancelled() => None,

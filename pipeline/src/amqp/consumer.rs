@@ -128,7 +128,7 @@ pub async fn consume<H, Fut>(
         match consume_on(&link, &options, setup_timeout, &shutdown, handler.clone()).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(queue = %options.queue, node = %link.node, error = %e, "consumer ended, re-subscribing");
+                tracing::warn!(queue = %options.queue, node = %link.node, error = %crate::telemetry::chain(e.as_ref()), "consumer ended, re-subscribing");
                 metrics::counter!("consumer_restarts_total", "queue" => options.queue.clone())
                     .increment(1);
                 broker.report_failure();
@@ -296,7 +296,7 @@ impl Worker<'_> {
             // one fail anyway, its deliveries stay unacked (the acks behind
             // them wait) until the channel closes and the broker redelivers.
             Err(e) => {
-                tracing::error!(error = %e, "a batch task failed; its deliveries wait for the next channel");
+                tracing::error!(error = %crate::telemetry::chain(&e), "a batch task failed; its deliveries wait for the next channel");
                 return;
             }
         };
@@ -357,7 +357,7 @@ impl Worker<'_> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 // The channel is gone; the broker redelivers the message(s).
-                tracing::warn!(delivery_tag = tag, kind, error = %e, "could not settle; the broker will redeliver");
+                tracing::warn!(delivery_tag = tag, kind, error = %crate::telemetry::chain(&e), "could not settle; the broker will redeliver");
             }
             Err(_) => {
                 tracing::warn!(

@@ -510,7 +510,7 @@ impl ScatterGather {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(destination = %d.name, error = %e, "could not publish a request");
+                    tracing::warn!(destination = %d.name, error = %pipeline::telemetry::chain(&e), "could not publish a request");
                     "could not send the request (broker link)"
                 }
                 Err(_) => "could not send the request in time",
@@ -555,7 +555,7 @@ impl ScatterGather {
                             },
                         },
                         Err(e) => {
-                            tracing::warn!(destination = %slot.destination, error = %e, "unreadable reply");
+                            tracing::warn!(destination = %slot.destination, error = %pipeline::telemetry::chain(&e), "unreadable reply");
                             Fate::Error("unreadable reply".into())
                         }
                     };
@@ -779,7 +779,7 @@ impl ScatterGather {
             {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %link.node, error = %e, "could not open the reply channel");
+                    tracing::warn!(node = %link.node, error = %pipeline::telemetry::chain(&e), "could not open the reply channel");
                     self.retry_pause(&shutdown).await;
                     continue;
                 }
@@ -805,7 +805,7 @@ impl ScatterGather {
                     next = consumer.next() => match next {
                         Some(Ok(delivery)) => self.dispatch(delivery),
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "reply consumer failed");
+                            tracing::warn!(error = %pipeline::telemetry::chain(&e), "reply consumer failed");
                             break;
                         }
                         None => {
