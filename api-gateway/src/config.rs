@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use pipeline::config::{ConfigError, at_least, millis};
 use pipeline::history::HistoryClientConfig;
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 
 use crate::idempotency::Lifetimes;
@@ -20,27 +20,11 @@ pub struct Cli {
     pub log: LogConfig,
 }
 
-impl Cli {
-    /// The command line, with the gateway's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "GATEWAY_ADDR",
-            "127.0.0.1:8080",
-        )
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("GATEWAY_ADDR", "127.0.0.1:8080");
 
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        if let Err(e) = cli.config.validate() {
-            Self::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit();
-        }
-        cli
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.config.validate()
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use pipeline::config::{at_least, millis, secs};
 use pipeline::history::HistoryClientConfig;
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 
 use crate::gateway::GatewayConfig;
@@ -20,22 +20,8 @@ pub struct Cli {
     pub log: LogConfig,
 }
 
-impl Cli {
-    /// The command line, with the dashboard's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "DASHBOARD_ADDR",
-            "127.0.0.1:8090",
-        )
-    }
-
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("DASHBOARD_ADDR", "127.0.0.1:8090");
 }
 
 #[derive(Debug, Clone, clap::Args)]

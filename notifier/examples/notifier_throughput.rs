@@ -38,20 +38,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let config = NotifierConfig {
-        service: pipeline::service::ServiceConfig {
-            addr: "127.0.0.1:0".parse()?,
-            broker: fx.broker_config.clone(),
-            redis: fx.redis_config.clone(),
-            http: testkit::http_limits(),
-        },
-        worker: pipeline::config::WorkerConfig {
-            batch: 32,
-            transient_retry: Duration::from_secs(10),
-        },
+        service: fx.service_config(),
         prefetch,
-        sink: SinkConfig::log(),
         claim: Duration::from_secs(60),
-        history: pipeline::history::HistoryClientConfig::none(),
+        ..testkit::configs::notifier(&fx.prefix, SinkConfig::log())
     };
     let stop = CancellationToken::new();
     let notifier = Notifier::build(config, stop.clone()).await?;

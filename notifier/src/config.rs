@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use pipeline::config::{ConfigError, WorkerConfig, at_least, millis};
 use pipeline::history::HistoryClientConfig;
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 
 /// notifier: tells the customer once per reserved order.
@@ -27,27 +27,11 @@ pub enum Command {
     ReplayDlq(pipeline::amqp::replay::ReplayArgs),
 }
 
-impl Cli {
-    /// The command line, with the notifier's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "NOTIFIER_ADDR",
-            "127.0.0.1:9102",
-        )
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("NOTIFIER_ADDR", "127.0.0.1:9102");
 
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        if let Err(e) = cli.config.validate() {
-            Self::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit();
-        }
-        cli
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.config.validate()
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use pipeline::config::{at_least, between, millis, secs};
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 use secrecy::SecretString;
 
@@ -29,22 +29,8 @@ pub enum Command {
     Rebuild,
 }
 
-impl Cli {
-    /// The command line, with the history's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "HISTORY_ADDR",
-            "127.0.0.1:8095",
-        )
-    }
-
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("HISTORY_ADDR", "127.0.0.1:8095");
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -84,6 +70,14 @@ pub struct HistoryConfig {
     /// Connecting, and waiting for a pooled session.
     #[arg(id = "DATABASE_TIMEOUT_MS", long = "database-timeout-ms", env = "DATABASE_TIMEOUT_MS", default_value = "3000", value_parser = millis)]
     pub db_timeout: Duration,
+}
+
+impl HistoryConfig {
+    /// The broker settings, under this replica's connection name.
+    pub fn broker(&self) -> pipeline::config::BrokerConfig {
+        let name = format!("order-history-{}", self.replica);
+        self.service.broker.clone().named(&name)
+    }
 }
 
 fn database_url(raw: &str) -> Result<SecretString, String> {

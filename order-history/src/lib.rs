@@ -50,13 +50,13 @@ impl History {
             config.db_timeout,
         )
         .context("DATABASE_URL / HISTORY_SCHEMA")?;
-        let broker = config
-            .service
-            .broker
-            .clone()
-            .named(&format!("order-history-{}", config.replica));
-        let base =
-            Base::start_with("order-history", &config.service, broker, shutdown.clone()).await?;
+        let base = Base::start_with(
+            "order-history",
+            &config.service,
+            config.broker(),
+            shutdown.clone(),
+        )
+        .await?;
         migrate_when_up(&db, &shutdown).await?;
         let pool = db.pool(config.pool_size, config.db_timeout)?;
         let state = State::new();
@@ -142,15 +142,7 @@ pub async fn rebuild(
     )
     .context("DATABASE_URL / HISTORY_SCHEMA")?;
     db.migrate().await?;
-    let broker = pipeline::amqp::Broker::connect(
-        config
-            .service
-            .broker
-            .clone()
-            .named(&format!("order-history-{}", config.replica)),
-        shutdown.clone(),
-    )
-    .await?;
+    let broker = pipeline::amqp::Broker::connect(config.broker(), shutdown.clone()).await?;
     let redis = pipeline::store::connect(&config.service.redis)?;
     let state = State::new();
     let replica = Replica {

@@ -2,10 +2,11 @@
 
 use order_history::History;
 use order_history::config::{Cli, Command};
+use pipeline::service::ServiceCli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::read();
     let _log = pipeline::telemetry::init("order-history", &cli.log)?;
     let shutdown = pipeline::shutdown::on_signal();
     let config = cli.config;

@@ -10,8 +10,6 @@
 //! it until every order is decided. Prints orders/s. Everything it made is
 //! removed afterwards.
 
-use std::time::Duration;
-
 use order_processor::{Processor, ProcessorConfig};
 use pipeline::messages::ROUTE_NEW_ORDER;
 use pipeline::shutdown::CancellationToken;
@@ -40,18 +38,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let config = ProcessorConfig {
-        service: pipeline::service::ServiceConfig {
-            addr: "127.0.0.1:0".parse()?,
-            broker: fx.broker_config.clone(),
-            redis: fx.redis_config.clone(),
-            http: testkit::http_limits(),
-        },
-        worker: pipeline::config::WorkerConfig {
-            batch: 32,
-            transient_retry: Duration::from_secs(10),
-        },
+        service: fx.service_config(),
         prefetch,
-        history: pipeline::history::HistoryClientConfig::none(),
+        ..testkit::configs::processor(&fx.prefix)
     };
     let stop = CancellationToken::new();
     let processor = Processor::build(config, stop.clone()).await?;

@@ -1,9 +1,9 @@
 //! The processor's configuration: its command line and environment.
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use pipeline::config::{WorkerConfig, at_least};
 use pipeline::history::HistoryClientConfig;
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 
 /// order-processor: reserves stock exactly once per order.
@@ -25,22 +25,8 @@ pub enum Command {
     ReplayDlq(pipeline::amqp::replay::ReplayArgs),
 }
 
-impl Cli {
-    /// The command line, with the processor's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "PROCESSOR_ADDR",
-            "127.0.0.1:9101",
-        )
-    }
-
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("PROCESSOR_ADDR", "127.0.0.1:9101");
 }
 
 #[derive(Debug, Clone, clap::Args)]

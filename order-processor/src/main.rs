@@ -3,10 +3,11 @@
 use order_processor::Processor;
 use order_processor::config::{Cli, Command};
 use pipeline::amqp::replay::{Parked, run_command};
+use pipeline::service::ServiceCli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::read();
     let _log = pipeline::telemetry::init("order-processor", &cli.log)?;
     match cli.command {
         None => {

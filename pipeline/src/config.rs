@@ -82,13 +82,7 @@ where
     T: FromStr + PartialOrd + fmt::Display + Copy + Send + Sync + 'static,
     T::Err: fmt::Display,
 {
-    move |raw: &str| {
-        let v: T = raw.trim().parse().map_err(|e| format!("{e}"))?;
-        if v < min {
-            return Err(format!("must be at least {min}"));
-        }
-        Ok(v)
-    }
+    move |raw: &str| number(raw, min, None)
 }
 
 /// A whole number from `min` to `max`.
@@ -100,12 +94,19 @@ where
     T: FromStr + PartialOrd + fmt::Display + Copy + Send + Sync + 'static,
     T::Err: fmt::Display,
 {
-    move |raw: &str| {
-        let v: T = raw.trim().parse().map_err(|e| format!("{e}"))?;
-        if v < min || v > max {
-            return Err(format!("must be from {min} to {max}"));
-        }
-        Ok(v)
+    move |raw: &str| number(raw, min, Some(max))
+}
+
+fn number<T>(raw: &str, min: T, max: Option<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+    T::Err: fmt::Display,
+{
+    let v: T = raw.trim().parse().map_err(|e| format!("{e}"))?;
+    match max {
+        Some(max) if v < min || v > max => Err(format!("must be from {min} to {max}")),
+        None if v < min => Err(format!("must be at least {min}")),
+        _ => Ok(v),
     }
 }
 

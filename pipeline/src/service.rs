@@ -19,13 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{Broker, ConsumeOptions, Disposition, Topology, consume};
-use crate::config::{BrokerConfig, RedisConfig, listen_addr};
+use crate::config::{BrokerConfig, ConfigError, RedisConfig, listen_addr};
 use crate::http::{Limits, Ops, ops_router};
 use crate::keys::Keys;
 
 /// What every service is configured with: where it listens, the broker,
 /// Redis and the listener's limits. Each service names its own listen
-/// address variable ([`ServiceConfig::listen_on`]).
+/// address variable ([`ServiceCli::LISTEN`]).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServiceConfig {
     /// Where the service listens (its API, `/health` and `/metrics`).
@@ -39,15 +39,37 @@ pub struct ServiceConfig {
     pub http: Limits,
 }
 
-impl ServiceConfig {
-    /// `command` with the listen address read from `env` (default
-    /// `default`): `PROCESSOR_ADDR`, `NOTIFIER_ADDR`, ...
-    pub fn listen_on(
-        command: clap::Command,
-        env: &'static str,
-        default: &'static str,
-    ) -> clap::Command {
-        command.mut_arg("ADDR", |a| a.env(env).default_value(default))
+/// A service binary's command line: its settings, the variable that names
+/// its listen address, and the checks no single value can make. `read` is
+/// how a `main` gets its settings, `service_command` what `--help` and
+/// `docs/configuration.md` show.
+pub trait ServiceCli: clap::CommandFactory + clap::FromArgMatches + Sized {
+    /// The listen address's variable and default: `("PROCESSOR_ADDR",
+    /// "127.0.0.1:9101")`.
+    const LISTEN: (&'static str, &'static str);
+
+    /// What no single value can say (one setting against another).
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// The command line, with this service's listen address variable.
+    fn service_command() -> clap::Command {
+        let (env, default) = Self::LISTEN;
+        Self::command().mut_arg("ADDR", |a| a.env(env).default_value(default))
+    }
+
+    /// Reads the command line and the environment; exits with clap's
+    /// message on a bad value or a bad combination of values.
+    fn read() -> Self {
+        let matches = Self::service_command().get_matches();
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Err(e) = cli.validate() {
+            Self::service_command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit();
+        }
+        cli
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use pipeline::config::{at_least, millis_or_zero};
 use pipeline::domain::SupplierId;
-use pipeline::service::ServiceConfig;
+use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 
 /// supplier: answers quote requests from its catalog.
@@ -26,22 +26,8 @@ pub enum Command {
     SeedDemo,
 }
 
-impl Cli {
-    /// The command line, with the supplier's listen address variable.
-    pub fn command() -> clap::Command {
-        ServiceConfig::listen_on(
-            <Self as CommandFactory>::command(),
-            "SUPPLIER_ADDR",
-            "127.0.0.1:8101",
-        )
-    }
-
-    /// Reads the command line and the environment; exits with clap's
-    /// message on a bad value.
-    pub fn parse() -> Self {
-        let matches = Self::command().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
+impl ServiceCli for Cli {
+    const LISTEN: (&'static str, &'static str) = ("SUPPLIER_ADDR", "127.0.0.1:8101");
 }
 
 #[derive(Debug, Clone, clap::Args)]

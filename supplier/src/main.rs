@@ -1,11 +1,12 @@
 //! supplier binary: `supplier --help` lists every setting.
 
+use pipeline::service::ServiceCli;
 use supplier::Supplier;
 use supplier::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::read();
     let _log = pipeline::telemetry::init("supplier", &cli.log)?;
     match cli.command {
         None => {

@@ -540,6 +540,16 @@ pub mod bench {
             }
         }
 
+        /// A service's shared settings on this world's broker and Redis.
+        pub fn service_config(&self) -> pipeline::service::ServiceConfig {
+            pipeline::service::ServiceConfig {
+                addr: "127.0.0.1:0".parse().expect("a socket address"),
+                broker: self.broker_config.clone(),
+                redis: self.redis_config.clone(),
+                http: super::http_limits(),
+            }
+        }
+
         /// Deletes the queues and every key under the prefix (SCAN, never KEYS).
         pub async fn cleanup(mut self) -> anyhow::Result<()> {
             super::delete_topology(&self.prefix).await;

@@ -7,16 +7,17 @@
 use std::fmt::Write as _;
 
 use clap::Command;
+use pipeline::service::ServiceCli;
 
 /// The binaries whose settings are documented, in the pipeline's order.
 pub fn commands() -> Vec<Command> {
     vec![
-        api_gateway::config::Cli::command(),
-        order_processor::config::Cli::command(),
-        notifier::config::Cli::command(),
-        order_history::config::Cli::command(),
-        supplier::config::Cli::command(),
-        dashboard::config::Cli::command(),
+        api_gateway::config::Cli::service_command(),
+        order_processor::config::Cli::service_command(),
+        notifier::config::Cli::service_command(),
+        order_history::config::Cli::service_command(),
+        supplier::config::Cli::service_command(),
+        dashboard::config::Cli::service_command(),
     ]
 }
 
@@ -26,8 +27,8 @@ pub fn config_docs() -> String {
         "# Configuration\n\n\
          Generated from the binaries' declarations by `cargo xtask config-docs`; \
          do not edit by hand (a test fails when this page and the code differ). \
-         Every setting is an environment variable and a flag of the same name \
-         (`--help` shows the same text); a flag wins over the variable. A value \
+         Every setting is an environment variable and a flag (`REDIS_URL` is \
+         `--redis-url`; `--help` shows the same text); a flag wins over the variable. A value \
          that does not parse stops the start with a message naming it; an \
          empty variable is a value, not \"unset\".\n\n\
          Settings shared by every service (broker, Redis, listener limits, \

@@ -27,7 +27,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(config: GatewayConfig) -> TestApp {
-    init_logs();
+    pipeline::telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
     let app = Application::build(config.clone(), shutdown.clone())
         .await
@@ -41,11 +41,6 @@ pub async fn spawn_with(config: GatewayConfig) -> TestApp {
         shutdown,
         server,
     }
-}
-
-fn init_logs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(pipeline::telemetry::init_for_tests);
 }
 
 impl TestApp {

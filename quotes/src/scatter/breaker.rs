@@ -55,12 +55,6 @@ pub struct BreakerConfig {
     pub half_open_probes: usize,
 }
 
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        pipeline::config::defaults()
-    }
-}
-
 /// Positive milliseconds up to `max`.
 pub fn bounded_millis(
     max: u64,
