@@ -1,5 +1,5 @@
 # order-pipeline — see README.md.
-.PHONY: up down status deps nextest test lint fmt replay-dlq chaos load bench
+.PHONY: lint-tools up down status deps nextest test lint fmt replay-dlq chaos load bench
 
 STACK := scripts/stack.sh
 
@@ -28,12 +28,21 @@ test: deps nextest
 nextest:
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
-## Format check, clippy with warnings as errors, compose file validation,
-## the GitHub workflows' supply-chain audit (zizmor, pinned in
-## scripts/tools-requirements.txt).
-lint:
+## The cargo tools `make lint` runs, pinned; installed once when missing.
+lint-tools:
+	@command -v cargo-machete >/dev/null || cargo install --locked cargo-machete@0.9.2
+	@command -v cargo-deny >/dev/null || cargo install --locked cargo-deny@0.20.2
+
+## Format check, clippy with warnings as errors, unused dependencies
+## (cargo-machete), licenses, banned and duplicate crates and their sources
+## (cargo-deny, deny.toml; no advisories: there is no advisory database
+## offline), compose file validation, the GitHub workflows' supply-chain
+## audit (zizmor, pinned in scripts/tools-requirements.txt).
+lint: lint-tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo machete
+	cargo deny --offline check licenses bans sources
 	docker-compose --env-file .env.example -f docker-compose.yml config --quiet
 	bash scripts/tools.sh zizmor --offline .github/workflows/
 

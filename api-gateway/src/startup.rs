@@ -45,6 +45,7 @@ impl Application {
         let mut broker = config.service.broker.clone();
         broker.suppliers = config.quotes.suppliers.0.clone();
         let base = Base::start_with("api-gateway", &config.service, broker, shutdown).await?;
+        crate::describe_metrics();
         let state = AppState {
             store: Store::new(base.pool.clone(), base.keys.clone(), config.lifetimes),
             broker: base.broker.clone(),

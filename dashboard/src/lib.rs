@@ -102,6 +102,19 @@ impl AppState {
     }
 }
 
+/// The help texts (`# HELP`) of the dashboard process's own metrics.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "dashboard_inventory_scans_total",
+        "Full SCANs for the inventory keys that filled the SKU registry (at start, after a \
+         lost subscription, or every INVENTORY_RESCAN_SECS without notifications)."
+    );
+    metrics::describe_counter!(
+        "sse_clients_refused_total",
+        "Live pages refused with 503 because SSE_MAX_CLIENTS were already open."
+    );
+}
+
 pub struct Dashboard {
     base: Base,
     config: DashboardConfig,
@@ -113,6 +126,7 @@ impl Dashboard {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let base = Base::start("dashboard", &config.service, shutdown).await?;
+        describe_metrics();
         Ok(Self { base, config })
     }
 
@@ -213,7 +227,8 @@ async fn sample(
 }
 
 /// `GET /metrics`: JSON, or Prometheus text when `Accept` asks for
-/// `text/plain` or OpenMetrics.
+/// `text/plain` or OpenMetrics (with the dashboard process's own counters
+/// after the pipeline's figures).
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshot().await;
     let accept = headers
@@ -226,7 +241,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            prometheus::render(&snapshot),
+            // The pipeline's figures, then this process's own counters
+            // (its HTTP requests, inventory scans, refused SSE clients).
+            prometheus::render(&snapshot) + &pipeline::telemetry::prometheus().render(),
         )
             .into_response()
     } else {
@@ -304,7 +321,12 @@ async fn order(State(state): State<AppState>, Path(raw): Path<String>) -> Respon
     let found = match pipeline::view::load_order(&state.pool, &state.keys, &id, true).await {
         // A finished order's records expire; the history keeps it.
         Ok(None) => match &state.order_history {
-            Some(history) => history.order(&id).await.or(Ok(None)),
+            Some(history) => Ok(history
+                .order(&id)
+                .await
+                .ok()
+                .flatten()
+                .map(|order| serde_json::to_value(order).expect("an order view serializes"))),
             None => Ok(None),
         },
         other => other,

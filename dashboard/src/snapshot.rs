@@ -113,14 +113,14 @@ async fn history_replicas(
         .map(|r| match r.health {
             Ok(h) => HistoryReplica {
                 url: r.url,
-                replica: h["replica"].as_str().map(str::to_owned),
-                role: match (h["status"].as_str(), h["role"].as_str()) {
-                    (Some("ok"), Some(role)) => role.to_owned(),
-                    (_, Some(_)) => "degraded".to_owned(),
-                    _ => "down".to_owned(),
+                role: if h.status == "ok" {
+                    h.role
+                } else {
+                    "degraded".to_owned()
                 },
-                checkpoint: h["checkpoint"].as_i64(),
-                lag_events: h["lag_events"].as_u64(),
+                replica: Some(h.replica),
+                checkpoint: h.checkpoint,
+                lag_events: Some(h.lag_events),
                 error: None,
             },
             Err(e) => HistoryReplica {
@@ -269,7 +269,7 @@ async fn read_redis(
             };
             // A value that is not an integer is shown as such, never left
             // out: it is why that SKU's orders are parked.
-            let units = value.parse::<i64>().ok();
+            let units = pipeline::order::stock_units(&value);
             inventory.push(Stock {
                 sku: sku.to_owned(),
                 units,

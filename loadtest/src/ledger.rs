@@ -317,6 +317,97 @@ mod tests {
         assert_eq!(Latency::from_micros(vec![]).max_ms, 0.0);
     }
 
+    /// A run where every invariant holds, history included.
+    fn clean() -> Ledger {
+        Ledger {
+            sent: 10,
+            accepted: 10,
+            reserved: 10,
+            notified: 10,
+            stock_expected: 5,
+            stock_actual: 5,
+            stock_min: 5,
+            history: Some(HistoryLedger {
+                expected: 10,
+                complete: 10,
+                stats_equal_counters: true,
+                ..HistoryLedger::default()
+            }),
+            ..Ledger::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_run_has_no_violation() {
+        assert_eq!(clean().violations(), Vec::<String>::new());
+        let without_history = Ledger {
+            history: None,
+            ..clean()
+        };
+        assert_eq!(without_history.violations(), Vec::<String>::new());
+    }
+
+    fn history(l: &mut Ledger) -> &mut HistoryLedger {
+        l.history.as_mut().expect("clean has a history")
+    }
+
+    /// Each rule broken alone is named alone, with its figures.
+    #[test]
+    fn each_invariant_is_named_when_it_alone_breaks() {
+        type Break = fn(&mut Ledger);
+        let rules: [(&str, Break, &str); 10] = [
+            ("lost", |l| l.lost = 3, "3 orders lost"),
+            ("duplicated", |l| l.duplicated = 2, "2 effects duplicated"),
+            (
+                "mismatched",
+                |l| l.mismatched = 1,
+                "1 order records name another sku or qty",
+            ),
+            ("parked", |l| l.parked = 4, "4 orders parked"),
+            (
+                "stock exact",
+                |l| l.stock_actual = 6,
+                "stock is 6 but initial stock minus reserved units is 5",
+            ),
+            (
+                "stock never negative",
+                |l| l.stock_min = -1,
+                "stock went below zero (-1)",
+            ),
+            (
+                "history complete",
+                |l| history(l).missing = 2,
+                "2 orders missing from the history",
+            ),
+            (
+                "history agrees",
+                |l| history(l).mismatched = 1,
+                "1 orders with another story or other events in the history",
+            ),
+            (
+                "history stats",
+                |l| {
+                    let h = history(l);
+                    h.stats_equal_counters = false;
+                    h.stats_detail = "orders 9 != accepted 10".into();
+                },
+                "history /stats differ from the Redis counters: orders 9 != accepted 10",
+            ),
+            (
+                "client retries",
+                |l| l.retry_anomalies = 5,
+                "5 client retries got an unexpected answer",
+            ),
+        ];
+        for (rule, break_it, expected) in rules {
+            let mut ledger = clean();
+            break_it(&mut ledger);
+            let v = ledger.violations();
+            assert_eq!(v.len(), 1, "{rule}: {v:?}");
+            assert!(v[0].starts_with(expected), "{rule}: {v:?}");
+        }
+    }
+
     #[test]
     fn violations_name_every_broken_invariant() {
         let ok = Ledger {

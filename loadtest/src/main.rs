@@ -3,108 +3,195 @@
 
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use loadtest::{HistoryTarget, LoadConfig, plot, run};
+use pipeline::config::{at_least, between};
 
-const USAGE: &str = "\
-usage: loadtest [options]
-       loadtest probe [--amqp URL] [--messages N] [--window W] [--json]
-                          the broker's raw confirmed publish rate alone (to a fresh
-                          3-replica quorum queue; default 50000 messages, 512 in flight)
-  --orders N              orders to place (default 10000)
-  --concurrency C         requests in flight (default 64)
-  --rate R                open loop: start R orders per second (default: closed loop)
-  --retry-share F         share of accepted orders re-sent with the same key (default 0.05)
-  --skus N                SKUs to spread orders over (default 10)
-  --stock-ratio F         initial stock as a share of orders; below 1 some are out of stock (default 0.9)
-  --unknown-share F       share of orders for an unknown SKU (default 0.01)
-  --gateway URL           default http://127.0.0.1:8080
-  --redis URL             default redis://127.0.0.1:6379
-  --amqp URL              for DLQ depths (default amqp://guest:guest@127.0.0.1:5672/%2f)
-  --key-prefix P          the stack's REDIS_KEY_PREFIX (default empty)
-  --topology-prefix P     the stack's TOPOLOGY_PREFIX (default empty)
-  --processor-metrics URL processor /metrics, comma-separated (default http://127.0.0.1:9101/metrics)
-  --no-notifier           no notifier runs: reserved orders need not be notified
-  --database URL          the order history's PostgreSQL (default $DATABASE_URL, else the make-up one)
-  --history-schema S      the history's HISTORY_SCHEMA (default order_history)
-  --no-history            no order history runs: skip the history checks
-  --drain-timeout SECS    how long to wait for the pipeline to drain (default 300)
-  --json FILE             also write the report as JSON
-  --plot FILE             also write a throughput/latency plot (SVG)
-  --quiet                 no progress bars";
+/// Places orders through a running stack (`make up`), waits for the pipeline
+/// to drain and prints the ledger: lost 0, duplicated 0, stock exact.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The broker's raw confirmed publish rate alone (to a fresh 3-replica
+    /// quorum queue): the ceiling the pipeline is measured against.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The broker to probe.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    /// Confirmed publishes to make.
+    #[arg(long, default_value = "50000", value_parser = at_least::<u64>(1))]
+    messages: u64,
+    /// Publishes in flight at once.
+    #[arg(long, default_value = "512", value_parser = at_least::<usize>(1))]
+    window: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Orders to place.
+    #[arg(long, default_value = "10000", value_parser = at_least::<u64>(1))]
+    orders: u64,
+    /// Requests in flight.
+    #[arg(long, default_value = "64", value_parser = at_least::<usize>(1))]
+    concurrency: usize,
+    /// Open loop: start this many orders per second (default: closed loop).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_rate)]
+    rate: Option<f64>,
+    /// Share of accepted orders re-sent with the same key.
+    #[arg(long, default_value = "0.05", value_parser = between::<f64>(0.0, 1.0))]
+    retry_share: f64,
+    /// SKUs to spread orders over.
+    #[arg(long, default_value = "10", value_parser = at_least::<u64>(1))]
+    skus: u64,
+    /// Initial stock as a share of orders; below 1 some are out of stock.
+    #[arg(long, default_value = "0.9", value_parser = at_least::<f64>(0.0))]
+    stock_ratio: f64,
+    /// Share of orders for an unknown SKU.
+    #[arg(long, default_value = "0.01", value_parser = between::<f64>(0.0, 1.0))]
+    unknown_share: f64,
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The stack's Redis.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// The broker, for DLQ depths.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    /// The stack's REDIS_KEY_PREFIX.
+    #[arg(long, default_value = "")]
+    key_prefix: String,
+    /// The stack's TOPOLOGY_PREFIX.
+    #[arg(long, default_value = "")]
+    topology_prefix: String,
+    /// The processors' /metrics, comma-separated.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9101/metrics",
+        value_delimiter = ','
+    )]
+    processor_metrics: Vec<String>,
+    /// No notifier runs: reserved orders need not be notified.
+    #[arg(long)]
+    no_notifier: bool,
+    /// The order history's PostgreSQL (default: the `make up` one).
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true,
+          default_value = order_history::config::DEFAULT_DATABASE_URL, hide_default_value = true)]
+    database_url: String,
+    /// The history's HISTORY_SCHEMA.
+    #[arg(long, default_value = "order_history")]
+    history_schema: String,
+    /// No order history runs: skip the history checks.
+    #[arg(long)]
+    no_history: bool,
+    /// Seconds to wait for the pipeline to drain.
+    #[arg(long = "drain-timeout", value_name = "SECS", default_value = "300", value_parser = at_least::<u64>(1))]
+    drain_timeout_secs: u64,
+    /// Also write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<String>,
+    /// Also write a throughput/latency plot (SVG).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn positive_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "{raw:?} is not a positive number of orders per second"
+        )),
+    }
+}
+
+impl RunArgs {
+    fn config(&self) -> LoadConfig {
+        LoadConfig {
+            gateway: self.gateway.clone(),
+            redis_url: self.redis.clone(),
+            key_prefix: self.key_prefix.clone(),
+            amqp_url: Some(self.amqp.clone()),
+            topology_prefix: self.topology_prefix.clone(),
+            processor_metrics: self.processor_metrics.clone(),
+            concurrency: self.concurrency,
+            rate: self.rate,
+            retry_share: self.retry_share,
+            skus: self.skus,
+            stock_ratio: self.stock_ratio,
+            unknown_share: self.unknown_share,
+            expect_notified: !self.no_notifier,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            progress: !self.quiet,
+            history: (!self.no_history).then(|| HistoryTarget {
+                database_url: self.database_url.clone(),
+                schema: self.history_schema.clone(),
+                catch_up_timeout: Duration::from_secs(300),
+                check: true,
+            }),
+            ..LoadConfig::local(self.orders)
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("probe") {
-        std::process::exit(probe(&args[1..]).await);
+    let cli = Cli::parse();
+    if let Some(Command::Probe(args)) = cli.command {
+        std::process::exit(probe(args).await);
     }
-    match parse(args) {
-        Ok(Some((config, json, plot_file))) => match run(config).await {
-            Ok(report) => {
-                println!("{report}");
-                if let Some(path) = json {
-                    let body = serde_json::to_string_pretty(&report).expect("a report serializes");
-                    if let Err(e) = std::fs::write(&path, body) {
-                        eprintln!("cannot write {path}: {e}");
-                    }
-                }
-                if let Some(path) = plot_file {
-                    let title = format!(
-                        "order-pipeline run {} ({} orders)",
-                        report.run_id, report.ledger.sent
-                    );
-                    if let Err(e) = std::fs::write(&path, plot::svg(&title, &report.samples)) {
-                        eprintln!("cannot write {path}: {e}");
-                    }
-                }
-                std::process::exit(if report.ok() { 0 } else { 1 });
-            }
-            Err(e) => {
-                eprintln!("loadtest failed: {e:#}");
-                std::process::exit(1);
-            }
-        },
-        Ok(None) => println!("{USAGE}"),
+    let args = cli.run;
+    let report = match run(args.config()).await {
+        Ok(report) => report,
         Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            std::process::exit(2);
+            eprintln!("loadtest failed: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    println!("{report}");
+    if let Some(path) = args.json {
+        let body = serde_json::to_string_pretty(&report).expect("a report serializes");
+        if let Err(e) = std::fs::write(&path, body) {
+            eprintln!("cannot write {path}: {e}");
         }
     }
-}
-
-/// A flag's value that must be a number above zero.
-fn positive<T: std::str::FromStr + Default + PartialOrd>(value: Option<&String>) -> Result<T, ()> {
-    value
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > T::default())
-        .ok_or(())
+    if let Some(path) = args.plot {
+        let title = format!(
+            "order-pipeline run {} ({} orders)",
+            report.run_id, report.ledger.sent
+        );
+        if let Err(e) = std::fs::write(&path, plot::svg(&title, &report.samples)) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
+    std::process::exit(if report.ok() { 0 } else { 1 });
 }
 
 /// `loadtest probe`: prints the raw confirmed publish rate (or JSON).
-async fn probe(args: &[String]) -> i32 {
-    let (mut amqp, mut messages, mut window, mut json) = (
-        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
-        50_000u64,
-        512usize,
-        false,
-    );
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let parsed = match flag.as_str() {
-            "--amqp" => it.next().map(|v| amqp = v.clone()).ok_or(()),
-            "--messages" => positive(it.next()).map(|n| messages = n),
-            "--window" => positive(it.next()).map(|n| window = n),
-            "--json" => {
-                json = true;
-                Ok(())
-            }
-            _ => Err(()),
-        };
-        if parsed.is_err() {
-            eprintln!("bad probe argument near {flag:?}\n{USAGE}");
-            return 2;
-        }
-    }
+async fn probe(args: ProbeArgs) -> i32 {
+    let ProbeArgs {
+        amqp,
+        messages,
+        window,
+        json,
+    } = args;
     match loadtest::probe::confirmed_publish_rate(&amqp, messages, window).await {
         Ok(rate) if json => {
             println!(
@@ -124,70 +211,60 @@ async fn probe(args: &[String]) -> i32 {
     }
 }
 
-type Parsed = Option<(LoadConfig, Option<String>, Option<String>)>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn parse(args: Vec<String>) -> Result<Parsed, String> {
-    let mut config = LoadConfig::local(10_000);
-    let mut history = Some(HistoryTarget {
-        database_url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| order_history::config::DEFAULT_DATABASE_URL.to_owned()),
-        schema: "order_history".into(),
-        catch_up_timeout: Duration::from_secs(300),
-        check: true,
-    });
-    let (mut json, mut plot_file) = (None, None);
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_declaration_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_reach_the_load_config() {
+        let cli = parse(&[
+            "--orders",
+            "20",
+            "--rate",
+            "150.5",
+            "--no-history",
+            "--processor-metrics",
+            "http://a/metrics,http://b/metrics",
+            "--drain-timeout",
+            "9",
+            "--quiet",
+        ])
+        .unwrap();
+        let config = cli.run.config();
+        assert_eq!(config.orders, 20);
+        assert_eq!(config.rate, Some(150.5));
+        assert!(config.history.is_none());
+        assert_eq!(
+            config.processor_metrics,
+            ["http://a/metrics", "http://b/metrics"]
+        );
+        assert_eq!(config.drain_timeout, Duration::from_secs(9));
+        assert!(!config.progress);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (args, name) in [
+            (&["--orders", "0"][..], "--orders"),
+            (&["--rate", "-3"][..], "--rate"),
+            (&["--retry-share", "1.5"][..], "--retry-share"),
+            (&["--unknown-share", "x"][..], "--unknown-share"),
+            (&["--orderz", "5"][..], "--orderz"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(name), "{args:?}: {err}");
         }
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--orders" => config.orders = num(&flag, value()?)?,
-            "--concurrency" => config.concurrency = num(&flag, value()?)?,
-            "--rate" => config.rate = Some(num(&flag, value()?)?),
-            "--retry-share" => config.retry_share = num(&flag, value()?)?,
-            "--skus" => config.skus = num(&flag, value()?)?,
-            "--stock-ratio" => config.stock_ratio = num(&flag, value()?)?,
-            "--unknown-share" => config.unknown_share = num(&flag, value()?)?,
-            "--gateway" => config.gateway = value()?,
-            "--redis" => config.redis_url = value()?,
-            "--amqp" => config.amqp_url = Some(value()?),
-            "--key-prefix" => config.key_prefix = value()?,
-            "--topology-prefix" => config.topology_prefix = value()?,
-            "--processor-metrics" => {
-                config.processor_metrics = value()?.split(',').map(str::to_owned).collect();
-            }
-            "--no-notifier" => config.expect_notified = false,
-            "--database" => {
-                if let Some(h) = history.as_mut() {
-                    h.database_url = value()?;
-                }
-            }
-            "--history-schema" => {
-                if let Some(h) = history.as_mut() {
-                    h.schema = value()?;
-                }
-            }
-            "--no-history" => history = None,
-            "--drain-timeout" => config.drain_timeout = Duration::from_secs(num(&flag, value()?)?),
-            "--json" => json = Some(value()?),
-            "--plot" => plot_file = Some(value()?),
-            "--quiet" => config.progress = false,
-            other => return Err(format!("unknown option {other:?}")),
-        }
+        let probe = parse(&["probe", "--window", "0"]).unwrap_err().to_string();
+        assert!(probe.contains("--window"), "{probe}");
     }
-    if config.orders == 0 || config.concurrency == 0 || config.skus == 0 {
-        return Err("--orders, --concurrency and --skus must be at least 1".into());
-    }
-    if !(0.0..=1.0).contains(&config.retry_share) || !(0.0..=1.0).contains(&config.unknown_share) {
-        return Err("--retry-share and --unknown-share are shares between 0 and 1".into());
-    }
-    if config.rate.is_some_and(|r| r <= 0.0) {
-        return Err("--rate must be positive".into());
-    }
-    config.history = history;
-    Ok(Some((config, json, plot_file)))
 }

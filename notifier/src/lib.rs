@@ -45,6 +45,7 @@ impl Worker for Handler {
         config: NotifierConfig,
         after_send: Option<AfterSend>,
     ) -> anyhow::Result<Self> {
+        notify::describe_metrics();
         let sink = match config.sink.kind {
             SinkKind::Log => Sink::Log,
             SinkKind::Webhook => Sink::Webhook(Webhook::new(

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! parse ── malformed / not a reservation ──────────────> dead-letter (notifier.dlq)
-//! claim.lua ── already sent ──> publish order.notified again, ack (skipped duplicate)
+//! claim_notification.lua ── already sent ──> publish order.notified again, ack (skipped duplicate)
 //!    │      ├─ no record at all ──> ask the history: notified there: ack;
 //!    │      │                        never seen: claim it anyway
 //!    │      └─ another instance is sending ──> wait for its claim, try again
@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
@@ -28,17 +28,13 @@ use pipeline::amqp::{Broker, Disposition, header, isolated};
 use pipeline::history::HistoryClient;
 use pipeline::keys::Keys;
 use pipeline::messages::{EventKind, OrderEvent, OrderNotified, Outcome};
+use pipeline::order::{ClaimCall, NotificationClaim as Claim, claim_notifications};
 use pipeline::store::Redis;
 use pipeline::trace::TraceParent;
-use redis::Script;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::sink::{Notification, SendError, Sent, Sink};
-
-/// `claim.lua`, many claims per script run (3 KEYS and 5 ARGV each).
-static CLAIM: LazyLock<Script> =
-    LazyLock::new(|| pipeline::order::batched(include_str!("claim.lua"), 3, 5));
 
 /// Called after a send and before it is recorded; returning `true` abandons
 /// the delivery there, as a crash would (tests).
@@ -58,13 +54,6 @@ pub struct Handler {
     pub transient_retry: Duration,
     pub shutdown: CancellationToken,
     pub after_send: Option<AfterSend>,
-}
-
-enum Claim {
-    Sent { at_ms: u64, channel: String },
-    Busy(Duration),
-    Claimed,
-    Unrecorded,
 }
 
 /// A delivery that parsed as an `order.created` event.
@@ -113,6 +102,7 @@ impl Handler {
     /// own record: it never holds up the batch's record, and the batch never
     /// holds up its wait (two instances waiting on each other's batches
     /// would otherwise wait until their claims expired).
+    #[tracing::instrument(name = "notify", skip_all, fields(batch = deliveries.len()))]
     pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
         let parsed: Vec<Result<Parsed, Disposition>> = deliveries.iter().map(parse).collect();
         let tokens: Vec<String> = parsed
@@ -427,7 +417,7 @@ impl Handler {
         self.claim_calls(&[(parsed, token)], adopt)
             .await?
             .pop()
-            .ok_or_else(|| anyhow::anyhow!("claim.lua returned nothing"))
+            .ok_or_else(|| anyhow::anyhow!("claim_notification.lua returned nothing"))
     }
 
     async fn claim_batch(
@@ -442,53 +432,52 @@ impl Handler {
         self.claim_calls(&calls, adopt).await
     }
 
-    /// `claim.lua` for each (event, notification, token), in one script run.
+    /// A claim for each (event, notification, token), in one script run.
     async fn claim_calls(
         &self,
         calls: &[((&OrderEvent, &Notification), &str)],
         adopt: bool,
     ) -> anyhow::Result<Vec<Claim>> {
-        if calls.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut invocation = CLAIM.prepare_invoke();
-        for ((event, n), token) in calls {
-            invocation
-                .key(self.keys.notification(&event.id))
-                .key(self.keys.counters())
-                .key(self.keys.order(&event.id))
-                .arg(*token)
-                .arg(self.claim.as_millis() as u64)
-                .arg(&n.event_id)
-                .arg(self.sink.name())
-                .arg(if adopt { "1" } else { "0" });
-        }
-        let mut conn = self.pool.connection();
-        let replies: Vec<Vec<String>> = invocation.invoke_async(&mut conn).await?;
-        if replies.len() != calls.len() {
-            anyhow::bail!(
-                "claim.lua answered {} of {} claims",
-                replies.len(),
-                calls.len()
-            );
-        }
-        replies.iter().map(|r| parse_claim(r)).collect()
+        let calls: Vec<ClaimCall<'_>> = calls
+            .iter()
+            .map(|((event, n), token)| ClaimCall {
+                id: &event.id,
+                token,
+                event_id: &n.event_id,
+                sink: self.sink.name(),
+            })
+            .collect();
+        claim_notifications(&self.pool, &self.keys, &calls, self.claim, adopt).await
     }
 }
 
-fn parse_claim(reply: &[String]) -> anyhow::Result<Claim> {
-    match reply {
-        [tag, at, channel] if tag == "sent" => Ok(Claim::Sent {
-            at_ms: at.parse().unwrap_or(0),
-            channel: channel.clone(),
-        }),
-        [tag] if tag == "unrecorded" => Ok(Claim::Unrecorded),
-        [tag] if tag == "claimed" => Ok(Claim::Claimed),
-        [tag, ms] if tag == "busy" => Ok(Claim::Busy(Duration::from_millis(
-            ms.parse().unwrap_or(1000),
-        ))),
-        other => anyhow::bail!("unexpected claim.lua reply {other:?}"),
-    }
+/// The help texts (`# HELP`) of the metrics the notifier records.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+
+    describe_counter!(
+        "notifications_sent_total",
+        "Notifications sent and recorded, by sink (log, webhook)."
+    );
+    describe_histogram!(
+        "notification_send_duration_seconds",
+        Unit::Seconds,
+        "Time to send one notification through the sink, its retries included, by sink \
+         (log, webhook)."
+    );
+    describe_counter!(
+        "notification_failures_total",
+        "Notifications the sink could not deliver, by kind (transient: put back on the \
+         queue; permanent: dead-lettered)."
+    );
+    describe_counter!(
+        "notifications_skipped_total",
+        "Notifications not sent again: already sent, as recorded in Redis or the history."
+    );
+    describe_counter!(
+        "notifications_dead_lettered_total",
+        "Messages dead-lettered unsent: malformed, or not an order.created event."
+    );
 }
 
 fn span(p: &Parsed) -> tracing::Span {

@@ -10,11 +10,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use pipeline::api::{
+    BrokerComponent, HistoryComponents, HistoryEvent, HistoryHealth, HistoryOrder, HistoryOrderPage,
+};
+use pipeline::domain::QuoteTerms;
 use pipeline::domain::{OrderId, Sku};
 use pipeline::http::Problem;
 use pipeline::messages::EventKind;
 use pipeline::order::OrderStatus;
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
 
 use crate::db::Pool;
 use crate::replica::State as ReplicaState;
@@ -226,23 +231,31 @@ async fn timestamp(
 
 const ORDER_COLUMNS: &str = "id, sku, qty, status, reason, timestamps::text, first_offset";
 
-fn order_view(row: &tokio_postgres::Row) -> Value {
+fn order_view(row: &tokio_postgres::Row) -> Result<HistoryOrder, ApiError> {
+    let id: String = row.get(0);
+    let status: String = row.get(3);
+    let qty: i32 = row.get(2);
     let timestamps: String = row.get(5);
-    json!({
-        "id": row.get::<_, String>(0),
-        "status": row.get::<_, String>(3),
-        "sku": row.get::<_, String>(1),
-        "qty": row.get::<_, i32>(2),
-        "reason": row.get::<_, Option<String>>(4),
-        "timestamps_ms": serde_json::from_str::<Value>(&timestamps).unwrap_or(Value::Null),
-        "source": "history",
+    let broken = |what: String| ApiError::Unavailable(anyhow::anyhow!("order {id}: {what}"));
+    Ok(HistoryOrder {
+        id: OrderId::parse(&id).map_err(|e| broken(e.to_string()))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| broken(format!("unknown status {status:?}")))?,
+        sku: row.get(1),
+        qty: u32::try_from(qty).map_err(|_| broken(format!("qty {qty}")))?,
+        reason: row.get(4),
+        timestamps_ms: serde_json::from_str(&timestamps)
+            .map_err(|e| broken(format!("timestamps {timestamps:?}: {e}")))?,
+        source: "history".to_owned(),
+        quote: None,
+        events: None,
     })
 }
 
 async fn list_orders(
     State(api): State<Api>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryOrderPage>, ApiError> {
     let filter = parse_filter(&query)?;
     let client = client(&api.pool).await?;
     let since = timestamp(&client, "since", filter.since.as_deref()).await?;
@@ -273,16 +286,17 @@ async fn list_orders(
     let next_cursor = (rows.len() as i64 == filter.limit)
         .then(|| rows.last().map(|r| r.get::<_, i64>(6).to_string()))
         .flatten();
-    let orders: Vec<Value> = rows.iter().map(order_view).collect();
-    Ok(Json(
-        json!({ "orders": orders, "next_cursor": next_cursor }),
-    ))
+    let orders = rows.iter().map(order_view).collect::<Result<_, _>>()?;
+    Ok(Json(HistoryOrderPage {
+        orders,
+        next_cursor,
+    }))
 }
 
 async fn get_order(
     State(api): State<Api>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryOrder>, ApiError> {
     let id = OrderId::parse(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))?;
     let client = client(&api.pool).await?;
     let row = client
@@ -299,29 +313,27 @@ async fn get_order(
             &[&id.as_str()],
         )
         .await?;
-    let mut view = order_view(&row);
+    let mut view = order_view(&row)?;
     // A quote-backed order's supplier and price, from its placed event.
-    if let Some(quote) = events.iter().find_map(|e| {
+    view.quote = events.iter().find_map(|e| {
         (e.get::<_, String>(1) == "placed")
             .then(|| e.get::<_, Option<String>>(6))
             .flatten()
-            .and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
-    }) {
-        view["quote"] = quote;
-    }
-    view["events"] = events
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.get::<_, String>(0),
-                "kind": e.get::<_, String>(1),
-                "offset": e.get::<_, i64>(2),
-                "at_ms": e.get::<_, i64>(3),
-                "reason": e.get::<_, Option<String>>(4),
-                "trace_id": e.get::<_, Option<String>>(5),
+            .and_then(|raw| serde_json::from_str::<QuoteTerms>(&raw).ok())
+    });
+    view.events = Some(
+        events
+            .iter()
+            .map(|e| HistoryEvent {
+                id: e.get(0),
+                kind: e.get(1),
+                offset: e.get(2),
+                at_ms: e.get(3),
+                reason: e.get(4),
+                trace_id: e.get(5),
             })
-        })
-        .collect();
+            .collect(),
+    );
     Ok(Json(view))
 }
 
@@ -385,25 +397,31 @@ async fn health(State(api): State<Api>) -> Response {
     );
     let broker = api.broker.current();
     let state = &api.state;
-    let body = json!({
-        "service": "order-history",
-        "status": if db_up { "ok" } else { "degraded" },
-        "replica": api.replica,
-        "role": if state.is_active() { "active" } else { "standby" },
-        "checkpoint": state.checkpoint(),
-        "tail": state.tail(),
-        "lag_events": state.lag(),
-        "applied": state.applied.load(std::sync::atomic::Ordering::Relaxed),
-        "became_active": state.became_active.load(std::sync::atomic::Ordering::Relaxed),
-        "active_since_ms": Some(state.active_since_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0),
-        "components": {
-            "postgres": if db_up { "up" } else { "down" },
-            "broker": match &broker {
-                Some(l) => json!({"status": "up", "node": l.node}),
-                None => json!({"status": "down"}),
+    let up = |yes: bool| if yes { "up" } else { "down" }.to_owned();
+    let body = HistoryHealth {
+        service: "order-history".to_owned(),
+        status: if db_up { "ok" } else { "degraded" }.to_owned(),
+        replica: api.replica.clone(),
+        role: if state.is_active() {
+            "active"
+        } else {
+            "standby"
+        }
+        .to_owned(),
+        checkpoint: state.checkpoint(),
+        tail: state.tail(),
+        lag_events: state.lag(),
+        applied: state.applied.load(Ordering::Relaxed),
+        became_active: state.became_active.load(Ordering::Relaxed),
+        active_since_ms: Some(state.active_since_ms.load(Ordering::Relaxed)).filter(|t| *t > 0),
+        components: HistoryComponents {
+            postgres: up(db_up),
+            broker: BrokerComponent {
+                status: up(broker.is_some()),
+                node: broker.map(|l| l.node.clone()),
             },
         },
-    });
+    };
     let status = if db_up {
         StatusCode::OK
     } else {

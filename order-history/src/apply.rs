@@ -200,6 +200,7 @@ pub struct Applied {
 /// Stores a batch in one transaction: the new events, their orders (status
 /// forward only), the unreadable messages, and `checkpoint` = the batch's
 /// last offset. Either all of it is committed or none.
+#[tracing::instrument(name = "apply", skip_all, fields(stream = %stream, batch = batch.len()))]
 pub async fn apply(
     client: &mut Client,
     stream: &str,

@@ -57,6 +57,7 @@ impl History {
             shutdown.clone(),
         )
         .await?;
+        replica::describe_metrics();
         migrate_when_up(&db, &shutdown).await?;
         let pool = db.pool(config.pool_size, config.db_timeout)?;
         let state = State::new();

@@ -426,6 +426,53 @@ impl Replica {
     }
 }
 
+/// The help texts (`# HELP`) of the metrics a replica records.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+
+    describe_gauge!(
+        "history_active",
+        "1 while this replica holds the lock and applies the event stream, 0 after it \
+         stopped."
+    );
+    describe_counter!(
+        "history_became_active_total",
+        "Times this replica took the lock and became the one that applies the stream."
+    );
+    describe_gauge!(
+        "history_checkpoint",
+        "Stream offset of the last event this replica applied."
+    );
+    describe_gauge!(
+        "history_lag_events",
+        "Events on the stream the history has not applied yet, as this replica sees it."
+    );
+    describe_counter!(
+        "history_batches_total",
+        "Batches of stream events applied, each in one transaction."
+    );
+    describe_counter!(
+        "history_events_applied_total",
+        "Events from the stream stored for the first time."
+    );
+    describe_counter!(
+        "history_events_duplicate_total",
+        "Events from the stream already stored (redeliveries, republished copies)."
+    );
+    describe_counter!(
+        "history_events_unreadable_total",
+        "Messages on the stream that are not a readable order event, stored as unreadable."
+    );
+    describe_counter!(
+        "history_orders_retired_total",
+        "Finished orders whose Redis records were set to expire after the retention."
+    );
+    describe_counter!(
+        "history_retire_failures_total",
+        "Batches whose finished orders could not be set to expire in Redis."
+    );
+}
+
 async fn wait_closed(client: &Client) {
     while !client.is_closed() {
         tokio::time::sleep(Duration::from_millis(250)).await;

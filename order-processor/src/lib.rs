@@ -42,6 +42,7 @@ impl Worker for Handler {
         config: ProcessorConfig,
         after_commit: Option<AfterCommit>,
     ) -> anyhow::Result<Self> {
+        process::describe_metrics();
         Ok(Handler {
             broker: base.broker.clone(),
             pool: base.pool.clone(),

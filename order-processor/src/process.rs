@@ -83,6 +83,7 @@ impl Handler {
     /// its confirm, all at once. A malformed message is dead-lettered alone;
     /// an order that needs more than the first decision (no record, a Redis
     /// error) goes on alone, with its own retries.
+    #[tracing::instrument(name = "decide", skip_all, fields(batch = deliveries.len()))]
     pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
         let parsed: Vec<Result<Parsed, Disposition>> = deliveries.iter().map(parse).collect();
         let calls: Vec<ReserveCall<'_>> = parsed
@@ -305,6 +306,35 @@ impl Handler {
         })
         .await
     }
+}
+
+/// The help texts (`# HELP`) of the metrics the processor records.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+
+    describe_counter!(
+        "orders_processed_total",
+        "Orders acked, by outcome (reserved, rejected; replayed: decided before, event \
+         republished; expired: record gone, decision found in the history)."
+    );
+    describe_histogram!(
+        "order_processing_duration_seconds",
+        Unit::Seconds,
+        "Time from reading an order to its decision's event confirmed (expired and \
+         parked orders not included)."
+    );
+    describe_counter!(
+        "orders_parked_total",
+        "Orders dead-lettered for an operator, by reason (invalid_stock, record_mismatch)."
+    );
+    describe_counter!(
+        "orders_dead_lettered_total",
+        "Malformed order messages dead-lettered without a decision."
+    );
+    describe_counter!(
+        "orders_redelivered_total",
+        "Order deliveries the broker had delivered before (redeliveries)."
+    );
 }
 
 /// Reads a delivery as an order; a malformed one is dead-lettered.

@@ -3,7 +3,12 @@
 //! client deserialises into them, so a renamed field fails to compile
 //! instead of turning into a silent `null`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::domain::{OrderId, QuoteTerms};
+use crate::order::OrderStatus;
 
 /// The gateway's `GET /suppliers`: each supplier's circuit and figures as
 /// that gateway process sees them (what the dashboard's Suppliers panel
@@ -69,4 +74,88 @@ impl CircuitState {
             Self::Open => 2.0,
         }
     }
+}
+
+/// An order as the history keeps it: an entry of `GET /orders` and, with its
+/// quote and events, the answer of `GET /orders/{id}` (what the gateway and
+/// the dashboard serve once the order's Redis record has expired).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryOrder {
+    pub id: OrderId,
+    pub status: OrderStatus,
+    pub sku: String,
+    pub qty: u32,
+    pub reason: Option<String>,
+    /// Stage (`accepted`, `reserved`, ...) to ms since the epoch.
+    pub timestamps_ms: BTreeMap<String, i64>,
+    /// Always `history`: where this view came from.
+    pub source: String,
+    /// A quote-backed order's supplier and price (its placed event's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<QuoteTerms>,
+    /// The order's events in stream order (only for `GET /orders/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<HistoryEvent>>,
+}
+
+/// One event of an order's timeline in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// `<order id>:<kind>`.
+    pub id: String,
+    pub kind: String,
+    /// Its offset on the `orders.events` stream.
+    pub offset: i64,
+    pub at_ms: i64,
+    pub reason: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// The history's `GET /orders`: newest first, one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryOrderPage {
+    pub orders: Vec<HistoryOrder>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A history replica's `GET /health`: whether it can answer, its role, and
+/// how far behind the stream it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryHealth {
+    pub service: String,
+    /// `ok`, or `degraded` when PostgreSQL does not answer (then HTTP 503).
+    pub status: String,
+    /// Its `HISTORY_REPLICA` name.
+    pub replica: String,
+    /// `active` (applies the stream) or `standby`.
+    pub role: String,
+    /// The last stream offset applied, if any.
+    pub checkpoint: Option<i64>,
+    /// The last offset seen on the stream, if any.
+    pub tail: Option<i64>,
+    /// Events on the stream not applied yet.
+    pub lag_events: u64,
+    /// Events applied by this process.
+    pub applied: u64,
+    /// How often this process became the active replica.
+    pub became_active: u64,
+    pub active_since_ms: Option<u64>,
+    pub components: HistoryComponents,
+}
+
+/// What a history replica depends on, each `up` or `down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryComponents {
+    pub postgres: String,
+    pub broker: BrokerComponent,
+}
+
+/// The broker as a service sees it: `up` with the node it is connected to,
+/// or `down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerComponent {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

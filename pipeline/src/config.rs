@@ -126,16 +126,27 @@ pub fn name_chars(raw: &str) -> Result<String, String> {
 /// The defaults of an option group, as declared, whatever the environment
 /// says (tests and other services' harnesses start from them).
 pub fn defaults<T: Args + FromArgMatches>() -> T {
+    group::<T>(false).expect("every knob has a default")
+}
+
+/// An option group as a service would read it from this process's
+/// environment (a tool that must see what the stack's services see).
+pub fn from_env<T: Args + FromArgMatches>() -> Result<T, clap::Error> {
+    group::<T>(true)
+}
+
+fn group<T: Args + FromArgMatches>(env: bool) -> Result<T, clap::Error> {
     #[derive(Parser)]
     struct Only<T: Args> {
         #[command(flatten)]
         inner: T,
     }
-    let command = Only::<T>::command().mut_args(|a| a.env(None));
-    let matches = command
-        .try_get_matches_from(["defaults"])
-        .expect("every knob has a default");
-    T::from_arg_matches(&matches).expect("the defaults parse")
+    let mut command = Only::<T>::command();
+    if !env {
+        command = command.mut_args(|a| a.env(None));
+    }
+    let matches = command.try_get_matches_from(["group"])?;
+    T::from_arg_matches(&matches)
 }
 
 /// The broker cluster's nodes (`RABBITMQ_URLS`). Their URLs carry

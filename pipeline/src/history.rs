@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use crate::api::{HistoryHealth, HistoryOrder};
 
 use crate::config::millis;
 use crate::domain::OrderId;
@@ -66,7 +66,7 @@ pub struct HistoryClient {
 #[derive(Debug, Clone)]
 pub struct ReplicaHealth {
     pub url: String,
-    pub health: Result<Value, String>,
+    pub health: Result<HistoryHealth, String>,
 }
 
 impl HistoryClient {
@@ -87,7 +87,7 @@ impl HistoryClient {
 
     /// The order with its timeline, `None` if the history has never seen it.
     /// An error means no replica answered.
-    pub async fn order(&self, id: &OrderId) -> anyhow::Result<Option<Value>> {
+    pub async fn order(&self, id: &OrderId) -> anyhow::Result<Option<HistoryOrder>> {
         let mut last_error = None;
         for base in &self.urls {
             let url = format!("{base}/orders/{id}");
@@ -101,7 +101,13 @@ impl HistoryClient {
                     }
                     last_error = Some(anyhow::anyhow!("{url}: 404 that is not the history's"));
                 }
-                Ok(res) if res.status().is_success() => return Ok(Some(res.json().await?)),
+                Ok(res) if res.status().is_success() => {
+                    return res
+                        .json()
+                        .await
+                        .map(Some)
+                        .map_err(|e| anyhow::anyhow!("{url}: not a history order: {e}"));
+                }
                 Ok(res) => last_error = Some(anyhow::anyhow!("{url}: HTTP {}", res.status())),
                 Err(e) => last_error = Some(anyhow::anyhow!("{url}: {e}")),
             }
@@ -111,10 +117,7 @@ impl HistoryClient {
 
     /// The order's status in the history, `None` if it has never seen it.
     pub async fn status(&self, id: &OrderId) -> anyhow::Result<Option<OrderStatus>> {
-        Ok(self
-            .order(id)
-            .await?
-            .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse)))
+        Ok(self.order(id).await?.map(|order| order.status))
     }
 
     /// Whether the history has order `id` at `status` or past it: what a
@@ -138,7 +141,11 @@ impl HistoryClient {
         let calls = self.urls.iter().map(|base| async move {
             let url = format!("{base}/health");
             let health = match self.http.get(&url).send().await {
-                Ok(res) => res.json::<Value>().await.map_err(|e| e.to_string()),
+                // A degraded replica answers 503 with the same body.
+                Ok(res) => res
+                    .json::<HistoryHealth>()
+                    .await
+                    .map_err(|e| format!("not a history health answer: {e}")),
                 Err(e) => Err(if e.is_connect() {
                     "not reachable".to_owned()
                 } else {

@@ -144,6 +144,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
+        // Described on this recorder itself, so its help texts are there even
+        // when a test's local recorder is current on this thread.
+        metrics::with_local_recorder(&recorder, describe_metrics);
         // Another recorder may already be installed (a test harness); then our
         // handle still renders, just without the other recorder's series.
         if metrics::set_global_recorder(recorder).is_err() {
@@ -151,4 +154,76 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// The help texts (`# HELP`) of the metrics the platform records: HTTP,
+/// broker, consumer and retry. Each service describes its own the same way.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    // HTTP (`http.rs`).
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template and status code."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route template."
+    );
+    describe_gauge!("http_open_connections", "HTTP connections open now.");
+    describe_counter!(
+        "http_connections_refused_total",
+        "HTTP connections refused because the listener had its maximum open."
+    );
+    describe_counter!(
+        "http_idle_connections_closed_total",
+        "HTTP connections closed after being idle for the idle timeout."
+    );
+
+    // Broker link and publishing (`amqp/broker.rs`).
+    describe_gauge!(
+        "broker_connected",
+        "1 while the broker link is up, 0 after it was lost and until a node answers."
+    );
+    describe_counter!(
+        "broker_reconnects_total",
+        "Broker links lost, each followed by a failover to the next node."
+    );
+    describe_histogram!(
+        "broker_publish_duration_seconds",
+        Unit::Seconds,
+        "Time to publish a message and get the broker's confirm, by outcome \
+         (confirmed, unavailable, timeout, unroutable, nacked, link_error)."
+    );
+
+    // Consuming (`amqp/consumer.rs`).
+    describe_counter!(
+        "consumer_restarts_total",
+        "Consumers that ended without a shutdown and re-subscribed, by queue."
+    );
+    describe_counter!(
+        "worker_batches_total",
+        "Batches of deliveries handed to the handler, by queue."
+    );
+    describe_gauge!(
+        "deliveries_in_flight",
+        "Deliveries handed to the handler and not settled yet, by queue."
+    );
+    describe_counter!(
+        "deliveries_settled_total",
+        "Deliveries the handler finished, by disposition (ack, requeue, dead_letter)."
+    );
+    describe_counter!(
+        "settle_frames_total",
+        "Settlement frames sent to the broker, by kind (ack, requeue, dead_letter); \
+         one ack may settle several deliveries."
+    );
+
+    // Retries inside a message's handling (`retry.rs`).
+    describe_counter!(
+        "transient_failures_total",
+        "Failed attempts of an operation retried with backoff (a Redis call, a publish, \
+         a history lookup), the last one before giving up included."
+    );
 }

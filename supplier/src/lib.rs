@@ -69,6 +69,7 @@ impl Supplier {
             .named(&format!("supplier-{id}"));
         broker.suppliers = vec![id.clone()];
         let base = Base::start_with("supplier", &config.service, broker, shutdown).await?;
+        describe_metrics();
         if config.demo_catalog && seed_demo_catalog(&base.pool, &base.keys, &id).await? {
             tracing::info!(supplier = %id, "demo catalog seeded");
         }
@@ -117,6 +118,15 @@ impl Supplier {
             )
             .await
     }
+}
+
+/// The help texts (`# HELP`) of the metrics a supplier records.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "supplier_requests_total",
+        "Quote requests handled, by outcome (quoted, not_carried, insufficient_stock, \
+         failed, expired: not answered, malformed)."
+    );
 }
 
 /// Writes the demo catalog of `supplier` if its hash does not exist; `true`

@@ -6,6 +6,8 @@
 //! only and nothing but tests may depend on it.
 
 pub mod configs;
+mod local_metrics;
+pub use local_metrics::LocalMetrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

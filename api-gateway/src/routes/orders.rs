@@ -184,10 +184,9 @@ async fn retired(
         .map_err(ApiError::HistoryUnavailable)?;
     match known {
         Some(order) => {
-            let same = order["sku"].as_str() == Some(request.sku.as_str())
-                && order["qty"].as_u64() == Some(u64::from(request.qty.get()))
-                && order["quote"]["quote_id"].as_str()
-                    == request.quote.as_ref().map(QuoteId::as_str);
+            let same = order.sku == request.sku.as_str()
+                && order.qty == request.qty.get()
+                && order.quote.map(|q| q.quote_id) == request.quote;
             Ok(if same {
                 Intake::Accepted(id.clone())
             } else {

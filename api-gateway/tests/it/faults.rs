@@ -179,38 +179,76 @@ async fn silent_network_cut_times_out_the_confirm_and_fails_over_to_another_node
     app.stop().await;
 }
 
+/// Sends an order's headers with `Expect: 100-continue` and waits for the
+/// `100 Continue`: then the server has taken the request and its handler is
+/// reading the body, which is held back until `send_body`.
+async fn taken_request(addr: std::net::SocketAddr, body: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "closed before 100"
+        );
+        seen.push(byte[0]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    stream
+}
+
+/// Sends the held-back body and reads the whole answer.
+async fn finish_request(mut stream: tokio::net::TcpStream, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server closes the connection after the answer: it is stopping.
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_then_stops() {
     let app = spawn_app_default().await;
-    let requests: Vec<_> = (0..20)
-        .map(|i| {
-            let req = app
-                .client
-                .post(app.url("/orders"))
-                .header("content-type", "application/json")
-                .body(format!(
-                    r#"{{"id":"s-{i}","sku":"mag-safe-phone-case","qty":1}}"#
-                ));
-            tokio::spawn(req.send())
-        })
+    let bodies: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"id":"s-{i}","sku":"mag-safe-phone-case","qty":1}}"#))
         .collect();
-    tokio::task::yield_now().await;
-    app.shutdown.cancel();
-    let mut accepted = 0;
-    for r in requests {
-        if let Ok(Ok(res)) = r.await {
-            assert_eq!(
-                res.status(),
-                202,
-                "a request the server took is finished, not cut"
-            );
-            accepted += 1;
-        }
+    // Every request is in the server's hands before the stop begins.
+    let mut taken = Vec::new();
+    for body in &bodies {
+        taken.push(taken_request(app.addr, body).await);
     }
-    assert_eq!(
-        app.queued_orders().await,
-        accepted,
-        "every 202 has its message"
-    );
+    app.shutdown.cancel();
+    let answers = futures_util::future::join_all(
+        taken
+            .into_iter()
+            .zip(&bodies)
+            .map(|(stream, body)| finish_request(stream, body)),
+    )
+    .await;
+    for answer in &answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 202"),
+            "a request the server took is finished, not cut: {answer:?}"
+        );
+    }
+    // New connections are no longer taken.
+    eventually(Duration::from_secs(10), "the listener to close", || async {
+        tokio::net::TcpStream::connect(app.addr).await.is_err()
+    })
+    .await;
+    assert_eq!(app.queued_orders().await, 20, "every 202 has its message");
     app.stop().await;
 }

@@ -25,7 +25,7 @@ fn short() -> pipeline::http::Limits {
 
 /// Reads until the server closes the connection (bounded, so a server that
 /// never closes fails the test instead of hanging it).
-async fn read_until_closed(stream: &mut TcpStream) -> String {
+async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "the server never closed the connection");
@@ -55,17 +55,30 @@ async fn a_trickled_body_is_408_problem() {
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    // One byte every 100 ms: the whole body would take over 3 s.
-    let trickle = async {
-        for b in body {
-            if stream.write_all(&[*b]).await.is_err() {
-                break;
+    // One byte every 100 ms, all the way: the whole body would take over 3 s,
+    // and the connection is never idle long enough for the idle timeout
+    // (6 s). The 408 must come from the body deadline, while bytes still
+    // arrive.
+    let (mut reader, mut writer) = stream.into_split();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = tokio::spawn({
+        let finished = finished.clone();
+        async move {
+            for b in body {
+                if writer.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(800), trickle).await;
-    let answer = read_until_closed(&mut stream).await;
+    });
+    let answer = read_until_closed(&mut reader).await;
+    assert!(
+        !finished.load(std::sync::atomic::Ordering::SeqCst),
+        "the answer came only after the whole body was sent: {answer}"
+    );
+    trickle.abort();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert_eq!(app.queued_orders().await, 0);

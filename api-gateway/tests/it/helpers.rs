@@ -119,7 +119,10 @@ impl TestApp {
     /// Stops the app and deletes its queues.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = (&mut self.server).await;
+        (&mut self.server)
+            .await
+            .expect("the server task ran to its end")
+            .expect("the server stopped cleanly");
         testkit::delete_topology(&self.config.service.broker.topology_prefix).await;
     }
 }

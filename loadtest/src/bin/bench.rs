@@ -20,11 +20,21 @@ use lapin::types::FieldTable;
 use loadtest::{HistoryTarget, LoadConfig, plot, probe, run};
 use pipeline::amqp::Topology;
 
+/// The order history's settings as the stack's replicas read them from the
+/// same environment (`DATABASE_URL`, `HISTORY_SCHEMA`, `ORDER_RETENTION_SECS`).
+fn stack_history() -> order_history::config::HistoryConfig {
+    pipeline::config::from_env().unwrap_or_else(|e| {
+        eprintln!("the order history's settings: {e}");
+        std::process::exit(2)
+    })
+}
+
 fn with_history(mut config: LoadConfig) -> LoadConfig {
+    use secrecy::ExposeSecret;
+    let history = stack_history();
     config.history = Some(HistoryTarget {
-        database_url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| order_history::config::DEFAULT_DATABASE_URL.to_owned()),
-        schema: std::env::var("HISTORY_SCHEMA").unwrap_or_else(|_| "order_history".into()),
+        database_url: history.database_url.expose_secret().to_owned(),
+        schema: history.schema,
         catch_up_timeout: Duration::from_secs(600),
         check: true,
     });
@@ -378,7 +388,7 @@ async fn main() -> anyhow::Result<()> {
         cost,
         "Broker operations per order in (c), as the gateway, processor and notifier count them: {publishes_per_order:.2} publishes (each waits for its confirm) and {settled_per_order:.2} deliveries settled with {frames_per_order:.2} ack/nack/reject frames (one `multiple` ack covers a batch).\n"
     );
-    let retention_secs = std::env::var("ORDER_RETENTION_SECS").unwrap_or_else(|_| "86400".into());
+    let retention_secs = stack_history().retention.as_secs();
     println!("\n{table}\n{retention}");
     println!(
         "ledger of (c): {}",

@@ -5,9 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
 use crate::helpers::{Pipeline, Receiver, World, eventually};
 
 /// What the client sent: (sku, qty).
@@ -124,42 +121,78 @@ async fn ten_concurrent_pairs_of_one_id_with_two_payloads_tell_one_story() {
 
 /// Property: over random interleavings of requests that share ids (random
 /// payloads, random keys, some reused, some absent), every accepted id tells
-/// one story. The seed is printed; set `IDENTITY_SEED` to replay one.
-#[tokio::test]
-async fn random_interleavings_of_shared_ids_and_keys_tell_one_story() {
-    let seed: u64 = std::env::var("IDENTITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("IDENTITY_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = World::new().await;
-    let initial = HashMap::from([("pa", 10_000), ("pb", 10_000)]);
-    for (sku, n) in &initial {
-        w.set_stock(sku, *n).await;
+/// one story. Each case is a burst of 16 requests on ids, keys and SKUs of its
+/// own, checked when it has settled. `PROPTEST_CASES` sets the number of
+/// cases (8 by default) and `PROPTEST_RNG_SEED` the seed; a failing case is
+/// shrunk, printed and kept under `notifier/proptest-regressions/` to be
+/// replayed first.
+#[test]
+fn random_interleavings_of_shared_ids_and_keys_tell_one_story() {
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (w, rx, p) = rt.block_on(async {
+        let w = World::new().await;
+        let rx = Receiver::start().await;
+        let p = Pipeline::start(&w, &rx).await;
+        (w, rx, p)
+    });
+    let w = tokio::sync::Mutex::new(w);
+    let case = std::cell::Cell::new(0u32);
+    let request = (
+        0..4usize,
+        0..4usize,
+        proptest::option::weighted(0.67, 0..6usize),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(8),
+        max_shrink_iters: 32,
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    });
+    let verdict = runner.run(&proptest::collection::vec(request, 16), |requests| {
+        let n = case.get();
+        case.set(n + 1);
+        rt.block_on(async {
+            let mut w = w.lock().await;
+            // This case's own SKUs, so its stock check sees only it.
+            let sku = |name: &str| -> &'static str { format!("{name}-{n}").leak() };
+            let (pa, pb) = (sku("pa"), sku("pb"));
+            let initial = HashMap::from([(pa, 10_000), (pb, 10_000)]);
+            for (sku, units) in &initial {
+                w.set_stock(sku, *units).await;
+            }
+            let payloads: [Payload; 4] = [(pa, 1), (pa, 2), (pb, 1), (pb, 7)];
+            let requests: Vec<_> = requests
+                .iter()
+                .map(|(id, payload, key)| {
+                    (
+                        format!("p{n}-{id}"),
+                        payloads[*payload],
+                        key.map(|k| format!("k{n}-{k}")),
+                    )
+                })
+                .collect();
+            let accepted = fire(&p, &requests).await;
+            assert!(!accepted.is_empty(), "every id is open: some are accepted");
+            assert_one_story(&mut w, &p, &rx, &accepted, &initial).await;
+        });
+        Ok(())
+    });
+    rt.block_on(async {
+        p.stop().await;
+        w.into_inner().finish().await;
+    });
+    if let Err(e) = verdict {
+        panic!("{e}\n{runner}");
     }
-    let rx = Receiver::start().await;
-    let p = Pipeline::start(&w, &rx).await;
-    let payloads: [Payload; 4] = [("pa", 1), ("pa", 2), ("pb", 1), ("pb", 7)];
-    let mut all: BTreeMap<String, Vec<Payload>> = BTreeMap::new();
-    for round in 0..6 {
-        let requests: Vec<_> = (0..16)
-            .map(|_| {
-                let id = format!("p{round}-{}", rng.random_range(0..4));
-                let payload = payloads[rng.random_range(0..payloads.len())];
-                let key = match rng.random_range(0..3) {
-                    0 => None,
-                    _ => Some(format!("k{}", rng.random_range(0..6))),
-                };
-                (id, payload, key)
-            })
-            .collect();
-        for (id, got) in fire(&p, &requests).await {
-            all.entry(id).or_default().extend(got);
-        }
-    }
-    assert!(!all.is_empty(), "some orders were accepted (seed {seed})");
-    assert_one_story(&mut w, &p, &rx, &all, &initial).await;
-    p.stop().await;
-    w.finish().await;
 }

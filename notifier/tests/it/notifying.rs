@@ -55,6 +55,8 @@ async fn the_same_event_five_times_is_one_webhook_call() {
 
 #[tokio::test]
 async fn two_instances_send_a_thousand_notifications_none_twice() {
+    // Both instances' counters, and no other test's.
+    let local = testkit::LocalMetrics::install();
     let w = World::new().await;
     let rx = Receiver::start().await;
     let a = RunningNotifier::start(test_config(&w.prefix, rx.sink()), None).await;
@@ -85,7 +87,7 @@ async fn two_instances_send_a_thousand_notifications_none_twice() {
     .await;
     eventually(Duration::from_secs(30), "every copy handled", || async {
         testkit::queue_depth(&w.queue("notifier.queue")).await == 0
-            && metric(&a.metrics().await, "notifications_skipped_total") >= 1000.0
+            && metric(&local.render(), "notifications_skipped_total") >= 1000.0
     })
     .await;
     let calls = rx.calls();
@@ -174,31 +176,38 @@ async fn a_refusing_receiver_parks_the_event_with_the_error_visible() {
 async fn a_retried_claim_finds_its_own_token() {
     // A claim whose reply was lost is retried with the same token: it must be
     // recognised as ours, not as another instance's live claim.
-    let mut w = World::new().await;
-    let claim = redis::Script::new(include_str!("../../src/claim.lua"));
-    let key = w.key("notification:own-token");
-    let counters = w.key("counters");
-    let order = w.key("order:own-token");
+    let w = World::new().await;
+    use pipeline::order::{ClaimCall, NotificationClaim, claim_notifications};
+    let config = testkit::redis_config(&w.prefix);
+    let pool = pipeline::store::connect(&config).unwrap();
+    let keys = pipeline::keys::Keys::new(config.key_prefix);
+    let id = pipeline::domain::OrderId::parse("own-token").unwrap();
     // No record at all: not claimed until the caller asked the history.
     for (token, adopt, expected) in [
-        ("t1", "0", "unrecorded"),
-        ("t1", "1", "claimed"),
-        ("t1", "0", "claimed"),
-        ("t2", "0", "busy"),
+        ("t1", false, "unrecorded"),
+        ("t1", true, "claimed"),
+        ("t1", false, "claimed"),
+        ("t2", false, "busy"),
     ] {
-        let reply: Vec<String> = claim
-            .key(&key)
-            .key(&counters)
-            .key(&order)
-            .arg(token)
-            .arg(30_000)
-            .arg("own-token:created")
-            .arg("log")
-            .arg(adopt)
-            .invoke_async(&mut w.redis)
+        let call = ClaimCall {
+            id: &id,
+            token,
+            event_id: "own-token:created",
+            sink: "log",
+        };
+        let claims = claim_notifications(&pool, &keys, &[call], Duration::from_secs(30), adopt)
             .await
             .unwrap();
-        assert_eq!(reply[0], expected, "token {token}");
+        let got = match &claims[..] {
+            [NotificationClaim::Unrecorded] => "unrecorded",
+            [NotificationClaim::Claimed] => "claimed",
+            [NotificationClaim::Busy(left)] => {
+                assert!(*left <= Duration::from_secs(30), "{left:?}");
+                "busy"
+            }
+            other => panic!("token {token}: {other:?}"),
+        };
+        assert_eq!(got, expected, "token {token}");
     }
     assert_eq!(w.counter("notifications_sending").await, 1, "claimed once");
     w.finish().await;
@@ -234,6 +243,8 @@ async fn a_crash_between_send_and_record_resends_with_the_same_key() {
 
 #[tokio::test]
 async fn malformed_events_are_dead_lettered_and_the_log_sink_works() {
+    // This test's own counters, exact whatever runs beside it.
+    let local = testkit::LocalMetrics::install();
     let mut w = World::new().await;
     let n = RunningNotifier::start(test_config(&w.prefix, SinkConfig::log()), None).await;
     let exchange = w.broker.topology().events_exchange();
@@ -251,7 +262,7 @@ async fn malformed_events_are_dead_lettered_and_the_log_sink_works() {
     .await;
     let status = notification(&mut w, "logged").await;
     assert_eq!(status["channel"], "log");
-    let page = n.metrics().await;
+    let page = local.render();
     assert_eq!(metric(&page, "notifications_sent_total{sink=\"log\"}"), 1.0);
     n.stop().await;
     w.finish().await;

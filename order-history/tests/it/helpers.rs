@@ -121,7 +121,6 @@ pub async fn drop_schema(prefix: &str) {
 pub struct Pipeline {
     pub base: String,
     pub processor: std::net::SocketAddr,
-    pub notifier: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -159,7 +158,7 @@ impl Pipeline {
         .await
         .unwrap();
         let base = format!("http://{}", gateway.local_addr());
-        let (processor_addr, notifier_addr) = (processor.local_addr(), notifier.local_addr());
+        let processor_addr = processor.local_addr();
         let tasks = vec![
             tokio::spawn(processor.run_until_stopped()),
             tokio::spawn(notifier.run_until_stopped()),
@@ -168,7 +167,6 @@ impl Pipeline {
         Self {
             base,
             processor: processor_addr,
-            notifier: notifier_addr,
             shutdown,
             tasks,
         }

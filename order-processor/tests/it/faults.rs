@@ -55,6 +55,8 @@ async fn orders_wait_out_a_redis_outage_and_are_then_processed_once() {
 #[tokio::test]
 async fn a_non_integer_stock_value_parks_the_order_at_once_and_replay_completes_it() {
     use pipeline::amqp::replay::{Parked, replay_dlq};
+    // This test's own counters, exact whatever runs beside it.
+    let local = testkit::LocalMetrics::install();
     let mut w = World::new().await;
     // An operator's typo and a fraction: neither is a transient failure.
     for (sku, value) in [("broken", "abc"), ("fraction", "10.5")] {
@@ -77,7 +79,11 @@ async fn a_non_integer_stock_value_parks_the_order_at_once_and_replay_completes_
     }
     assert_eq!(w.counter("parked").await, 2);
     assert_eq!(w.counter("rejected").await, 0, "10.5 is not out_of_stock");
-    let metrics = p.metrics().await;
+    let metrics = local.render();
+    assert!(
+        metrics.contains("orders_parked_total"),
+        "the parking was counted: {metrics}"
+    );
     assert!(
         !metrics.contains("transient_failures_total"),
         "parked at once, never retried as transient: {metrics}"

@@ -42,6 +42,46 @@ async fn two_processors_never_oversell_under_a_concurrent_burst() {
     w.finish().await;
 }
 
+/// Any stock Redis counts with is decided on, up to i64::MAX (beyond the
+/// 2^53 a Lua number holds exactly); what Redis would refuse to DECRBY parks.
+#[tokio::test]
+async fn every_64_bit_stock_is_decided_and_what_redis_cannot_count_parks() {
+    let mut w = World::new().await;
+    w.set_stock("vast", i64::MAX).await;
+    w.set_stock("deep-debt", i64::MIN).await;
+    w.set_stock("near-2-53", 9_007_199_254_740_993).await;
+    for (sku, raw) in [("too-big", "9223372036854775808"), ("padded", "007")] {
+        let key = w.key(&format!("inventory:{sku}"));
+        let _: () = redis::AsyncCommands::set(&mut w.redis, key, raw)
+            .await
+            .unwrap();
+    }
+    let p = RunningProcessor::start(w.config()).await;
+    w.publish_order("vast-1", "vast", 3).await;
+    w.publish_order("debt-1", "deep-debt", 1).await;
+    w.publish_order("odd-1", "near-2-53", 1).await;
+    w.publish_order("big-1", "too-big", 1).await;
+    w.publish_order("pad-1", "padded", 1).await;
+    w.await_decided(3, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "two orders parked", || async {
+        testkit::queue_depth(&w.queue("orders.dlq")).await == 2
+    })
+    .await;
+    assert_eq!(w.order("vast-1").await["status"], "reserved");
+    assert_eq!(w.stock("vast").await, Some(i64::MAX - 3));
+    assert_eq!(w.order("debt-1").await["reason"], "out_of_stock");
+    assert_eq!(w.stock("deep-debt").await, Some(i64::MIN));
+    assert_eq!(w.order("odd-1").await["status"], "reserved");
+    assert_eq!(w.stock("near-2-53").await, Some(9_007_199_254_740_992));
+    for id in ["big-1", "pad-1"] {
+        let order = w.order(id).await;
+        assert_eq!(order["status"], "parked", "{id}: {order:?}");
+        assert_eq!(order["reason"], "invalid_stock", "{id}: {order:?}");
+    }
+    p.stop().await;
+    w.finish().await;
+}
+
 #[tokio::test]
 async fn unknown_sku_and_too_large_qty_are_rejected_with_their_reason() {
     let mut w = World::new().await;
@@ -357,6 +397,8 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn a_batch_is_decided_together_each_order_once_and_a_poison_message_parks_alone() {
+    // This test's own counters, exact whatever runs beside it.
+    let local = testkit::LocalMetrics::install();
     let mut w = World::new().await;
     w.set_stock("mug", 30).await;
     // Accepted orders, recorded as the gateway records them, queued before
@@ -402,7 +444,7 @@ async fn a_batch_is_decided_together_each_order_once_and_a_poison_message_parks_
             "b-{i}: {order:?}"
         );
     }
-    let m = p.metrics().await;
+    let m = local.render();
     // 42 deliveries, handed out in batches and acked with multiple acks.
     let batches = metric_sum(&m, "worker_batches_total");
     let frames = metric_sum(&m, "settle_frames_total");

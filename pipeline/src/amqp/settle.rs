@@ -97,6 +97,7 @@ impl Settler {
 mod tests {
     use super::*;
     use Disposition::{Ack, DeadLetter, Requeue};
+    use proptest::prelude::*;
 
     fn delivered(tags: impl IntoIterator<Item = u64>) -> Settler {
         let mut s = Settler::default();
@@ -171,5 +172,103 @@ mod tests {
         assert_eq!(s.finished([(7, Ack)]), vec![]);
         assert_eq!(s.finished([(1, Ack)]), vec![Settle::AckUpTo(1)]);
         assert_eq!(s.finished([(1, Ack), (1, DeadLetter)]), vec![]);
+    }
+
+    /// What the broker holds of one delivery, as the handler and the
+    /// channel see it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Seen {
+        Working,
+        Finished(Disposition),
+    }
+
+    /// A channel's view of the settles: `AckUpTo(t)` settles every
+    /// unsettled delivery up to `t`, the others one delivery each.
+    fn apply(
+        unsettled: &mut std::collections::BTreeMap<u64, Seen>,
+        out: &[Settle],
+    ) -> Result<(), String> {
+        for settle in out {
+            match *settle {
+                Settle::AckUpTo(t) => {
+                    let covered: Vec<u64> = unsettled.range(..=t).map(|(k, _)| *k).collect();
+                    for tag in covered {
+                        match unsettled.remove(&tag) {
+                            Some(Seen::Finished(Ack)) => {}
+                            other => return Err(format!("{settle:?} covers {tag} ({other:?})")),
+                        }
+                    }
+                }
+                Settle::Ack(t) | Settle::Requeue(t) | Settle::DeadLetter(t) => {
+                    let want = match *settle {
+                        Settle::Ack(_) => Ack,
+                        Settle::Requeue(_) => Requeue,
+                        _ => DeadLetter,
+                    };
+                    match unsettled.remove(&t) {
+                        Some(Seen::Finished(d)) if d == want => {}
+                        other => return Err(format!("{settle:?} for {t} ({other:?})")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn disposition() -> impl Strategy<Value = Disposition> {
+        prop_oneof![
+            6 => Just(Ack),
+            1 => Just(Requeue),
+            1 => Just(DeadLetter),
+        ]
+    }
+
+    proptest! {
+        /// Deliveries arrive in order and finish in any order, in any
+        /// grouping, with releases of the held acks at any point: no settle
+        /// ever covers a delivery still in the works or settles one with
+        /// another disposition, and once all are finished each was settled
+        /// exactly once.
+        #[test]
+        fn every_delivery_is_settled_once_with_its_own_disposition(
+            (order, dispositions, cuts) in (1usize..40).prop_flat_map(|n| (
+                Just((1..=n as u64).collect::<Vec<_>>()).prop_shuffle(),
+                proptest::collection::vec(disposition(), n),
+                proptest::collection::vec(0u8..4, n),
+            ))
+        ) {
+            let mut s = Settler::default();
+            let mut seen = std::collections::BTreeMap::new();
+            let mut delivered = 0u64;
+            let mut group = Vec::new();
+            for (i, tag) in order.iter().copied().enumerate() {
+                // Deliveries reach the handler in tag order, up to this one
+                // and sometimes a few past it.
+                let frontier = (tag + u64::from(cuts[i])).min(order.len() as u64);
+                while delivered < frontier {
+                    delivered += 1;
+                    s.delivered(delivered);
+                    seen.insert(delivered, Seen::Working);
+                }
+                let d = dispositions[tag as usize - 1];
+                seen.insert(tag, Seen::Finished(d));
+                group.push((tag, d));
+                // Finish in groups of varying size; release held acks now and then.
+                if cuts[i] != 1 {
+                    let out = s.finished(std::mem::take(&mut group));
+                    prop_assert_eq!(apply(&mut seen, &out), Ok(()));
+                }
+                if cuts[i] == 3 {
+                    let out = s.release_held();
+                    prop_assert_eq!(apply(&mut seen, &out), Ok(()));
+                }
+            }
+            let out = s.finished(group);
+            prop_assert_eq!(apply(&mut seen, &out), Ok(()));
+            prop_assert!(seen.is_empty(), "never settled: {:?}", seen);
+            prop_assert_eq!((s.in_flight(), s.held()), (0, 0));
+            // A tag finished again is never sent again.
+            prop_assert_eq!(s.finished([(1, Ack)]), vec![]);
+        }
     }
 }

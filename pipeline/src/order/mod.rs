@@ -19,6 +19,7 @@
 pub mod intake;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::Script;
 
@@ -30,7 +31,9 @@ use crate::store::Redis;
 pub use intake::{Claim, Intake, IntakeRequest, Lifetimes, StoredResponse};
 
 /// Where an order is. Statuses only ever move forward ([`OrderStatus::rank`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// In JSON it is [`OrderStatus::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// The broker confirmed it; not decided yet.
     Accepted,
@@ -167,6 +170,9 @@ pub fn batched(body: &str, keys: usize, args: usize) -> Script {
     ))
 }
 static NOTIFIED: LazyLock<Script> = LazyLock::new(|| batched(include_str!("notified.lua"), 3, 5));
+/// `claim_notification.lua`, many claims per script run.
+static CLAIM_NOTIFICATION: LazyLock<Script> =
+    LazyLock::new(|| batched(include_str!("claim_notification.lua"), 3, 5));
 static RETIRE: LazyLock<Script> = LazyLock::new(|| script(include_str!("retire.lua")));
 
 /// Size of the filter of retired order ids (`retired_ids`), in bits: 8 MiB,
@@ -182,7 +188,7 @@ pub async fn retire(
     pool: &Redis,
     keys: &Keys,
     ids: &[OrderId],
-    retention: std::time::Duration,
+    retention: Duration,
 ) -> anyhow::Result<usize> {
     if ids.is_empty() {
         return Ok(0);
@@ -239,6 +245,14 @@ pub struct ReserveCall<'a> {
     pub qty: Quantity,
     pub quote: Option<&'a crate::domain::QuoteTerms>,
     pub message_id: &'a str,
+}
+
+/// The units of an `inventory:<sku>` value as Redis counts them (what
+/// `DECRBY` accepts: canonical digits within 64 bits), or `None` for a value
+/// whose orders `reserve.lua` parks as `invalid_stock` (`abc`, `10.5`, `007`,
+/// `+5`, anything past `9223372036854775807`).
+pub fn stock_units(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|n| n.to_string() == raw)
 }
 
 /// Decides the order `id` once, from its record (see `reserve.lua`).
@@ -359,6 +373,82 @@ fn parse_verdict(
     })
 }
 
+/// Where the right to send one order's notification stands (see
+/// `claim_notification.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationClaim {
+    /// Already sent (when, over which channel): never send it again.
+    Sent { at_ms: u64, channel: String },
+    /// Another holder's claim is live for this long.
+    Busy(Duration),
+    /// Ours: send it.
+    Claimed,
+    /// Neither a notification nor an order record: ask the history.
+    Unrecorded,
+}
+
+/// One claim to ask for: the order, the claimant's token, the event that
+/// asks for the notification and the sink that would send it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimCall<'a> {
+    pub id: &'a OrderId,
+    pub token: &'a str,
+    pub event_id: &'a str,
+    pub sink: &'a str,
+}
+
+/// Claims each notification for `lifetime` (see `claim_notification.lua`),
+/// all in one script run; with `adopt`, an order with no records at all is
+/// claimed too (the history has never seen it finished).
+pub async fn claim_notifications(
+    pool: &Redis,
+    keys: &Keys,
+    calls: &[ClaimCall<'_>],
+    lifetime: Duration,
+    adopt: bool,
+) -> anyhow::Result<Vec<NotificationClaim>> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = CLAIM_NOTIFICATION.prepare_invoke();
+    for call in calls {
+        invocation
+            .key(keys.notification(call.id))
+            .key(keys.counters())
+            .key(keys.order(call.id))
+            .arg(call.token)
+            .arg(lifetime.as_millis() as u64)
+            .arg(call.event_id)
+            .arg(call.sink)
+            .arg(if adopt { "1" } else { "0" });
+    }
+    let mut conn = pool.connection();
+    let replies: Vec<Vec<String>> = invocation.invoke_async(&mut conn).await?;
+    if replies.len() != calls.len() {
+        anyhow::bail!(
+            "claim_notification.lua answered {} of {} claims",
+            replies.len(),
+            calls.len()
+        );
+    }
+    replies.iter().map(|r| parse_claim(r)).collect()
+}
+
+fn parse_claim(reply: &[String]) -> anyhow::Result<NotificationClaim> {
+    match reply {
+        [tag, at, channel] if tag == "sent" => Ok(NotificationClaim::Sent {
+            at_ms: at.parse().unwrap_or(0),
+            channel: channel.clone(),
+        }),
+        [tag] if tag == "unrecorded" => Ok(NotificationClaim::Unrecorded),
+        [tag] if tag == "claimed" => Ok(NotificationClaim::Claimed),
+        [tag, ms] if tag == "busy" => Ok(NotificationClaim::Busy(Duration::from_millis(
+            ms.parse().unwrap_or(1000),
+        ))),
+        other => anyhow::bail!("unexpected claim_notification.lua reply {other:?}"),
+    }
+}
+
 /// The end of one notification attempt, for [`record_notification`].
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
@@ -426,6 +516,27 @@ pub async fn record_notifications(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stock_is_what_redis_counts_with() {
+        for (raw, units) in [
+            ("0", Some(0)),
+            ("40", Some(40)),
+            ("-3", Some(-3)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("007", None),
+            ("+5", None),
+            ("-0", None),
+            ("10.5", None),
+            ("abc", None),
+            ("", None),
+            (" 5", None),
+        ] {
+            assert_eq!(stock_units(raw), units, "{raw:?}");
+        }
+    }
 
     #[test]
     fn lua_ranks_mirror_the_rust_ranks() {

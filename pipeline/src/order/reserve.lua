@@ -15,7 +15,8 @@
 --  * stock is decremented only when it covers the whole quantity, so
 --    `inventory:<sku>` never goes below zero, under any concurrency;
 --  * a missing `inventory:<sku>` rejects with `unknown_sku`, too little stock
---    with `out_of_stock`; a value that is not an integer parks the order
+--    with `out_of_stock`; a value that is not an integer Redis can count with
+--    (canonical, within 64 bits: up to 9223372036854775807) parks the order
 --    (status `parked`, reason `invalid_stock`) without deciding it, so once
 --    the operator fixes the value a replay decides it;
 --  * the status only moves forward; `counters` counts each decision once
@@ -70,19 +71,40 @@ if not rec[5] then
   advance(KEYS[1], 'accepted')
 end
 
+-- Whether `stock` covers `units`, or nil when it is not an integer Redis
+-- would count with (canonical digits within 64 bits, what DECRBY accepts).
+-- Lua numbers are doubles, exact only to 2^53, so a long value is judged by
+-- its digits: a quantity is far below 10^15.
+local function covers(stock, units)
+  local sign, digits = string.match(stock, '^(%-?)(%d+)$')
+  if not digits or (#digits > 1 and string.sub(digits, 1, 1) == '0')
+      or (sign == '-' and digits == '0') then
+    return nil
+  end
+  local max = sign == '-' and '9223372036854775808' or '9223372036854775807'
+  if #digits > 19 or (#digits == 19 and digits > max) then
+    return nil
+  end
+  if sign == '-' then
+    return false
+  end
+  return #digits > 15 or tonumber(digits) >= units
+end
+
 local units = tonumber(qty)
 local stock = redis.call('GET', KEYS[2])
+local enough = stock and covers(stock, units)
 local outcome, reason = nil, ''
 if not stock then
   outcome, reason = 'rejected', 'unknown_sku'
-elseif not string.match(stock, '^%-?%d+$') or #stock > 18 then
+elseif enough == nil then
   if rec[6] ~= 'parked' then
     redis.call('HINCRBY', KEYS[3], 'parked', 1)
   end
   advance(KEYS[1], 'parked')
   redis.call('HSET', KEYS[1], 'reason', 'invalid_stock', 'parked_at', tostring(now))
   return {'parked', 'invalid_stock', tostring(now), 1, sku, qty}
-elseif tonumber(stock) >= units then
+elseif enough then
   redis.call('DECRBY', KEYS[2], units)
   outcome = 'reserved'
 else

@@ -357,4 +357,140 @@ mod tests {
         b.record(probe, false, Instant::now());
         assert_eq!(b.state(Instant::now()), CircuitState::Open);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire,
+        /// The outcome of an outstanding call (index modulo their number).
+        Record(usize, bool),
+        Release(usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Acquire),
+            4 => (any::<usize>(), proptest::bool::weighted(0.6)).prop_map(|(i, ok)| Op::Record(i, ok)),
+            1 => any::<usize>().prop_map(Op::Release),
+            2 => (0u64..3_000).prop_map(Op::Advance),
+        ]
+    }
+
+    fn any_config() -> impl proptest::strategy::Strategy<Value = BreakerConfig> {
+        use proptest::prelude::*;
+        // Round rates often, so the window meets them exactly.
+        let rate = prop_oneof![Just(50u8), Just(100), Just(25), 1u8..=100];
+        (1usize..12, 1usize..12, rate, 1u64..2_000, 1usize..4).prop_map(
+            |(window, min_calls, rate, open_ms, probes)| BreakerConfig {
+                window,
+                min_calls: min_calls.min(window),
+                failure_rate_percent: rate,
+                open_for: Duration::from_millis(open_ms),
+                half_open_probes: probes,
+            },
+        )
+    }
+
+    proptest::proptest! {
+        /// Over any sequence of calls, outcomes, give-backs and waits: an
+        /// open circuit lets nothing through until its time is up, a closed
+        /// one everything; half-open never has more probes out than allowed;
+        /// a closed circuit opens exactly when the window's failure rate
+        /// reaches the threshold on enough calls; a half-open one opens on a
+        /// failed probe and closes on enough good ones; and the outcome of a
+        /// call from before a transition changes nothing.
+        #[test]
+        fn the_breaker_follows_its_state_machine(
+            config in any_config(),
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            use proptest::prelude::*;
+            let start = std::time::Instant::now();
+            let mut now = Instant::from_std(start);
+            let mut b = Breaker::new(config);
+            let mut out: Vec<Permit> = Vec::new();
+            for op in ops {
+                let before = (b.state, b.generation, b.window.clone());
+                match op {
+                    Op::Acquire => {
+                        let shown = b.state(now);
+                        let permit = b.acquire(now);
+                        match shown {
+                            CircuitState::Open => prop_assert!(permit.is_none()),
+                            CircuitState::Closed => {
+                                prop_assert!(permit.as_ref().is_some_and(|p| !p.is_probe()));
+                            }
+                            CircuitState::HalfOpen => {
+                                prop_assert!(permit.as_ref().is_none_or(Permit::is_probe));
+                            }
+                        }
+                        out.extend(permit);
+                    }
+                    Op::Record(i, ok) if !out.is_empty() => {
+                        let permit = out.swap_remove(i % out.len());
+                        let current = permit.generation == b.generation;
+                        b.record(permit, ok, now);
+                        if !current {
+                            prop_assert_eq!((b.state, b.generation, &b.window), (before.0, before.1, &before.2));
+                            continue;
+                        }
+                        match before.0 {
+                            State::Closed => {
+                                let mut window = before.2.clone();
+                                if window.len() == config.window {
+                                    window.pop_front();
+                                }
+                                window.push_back(!ok);
+                                let failures = window.iter().filter(|f| **f).count();
+                                let trips = window.len() >= config.min_calls
+                                    && failures * 100 >= usize::from(config.failure_rate_percent) * window.len();
+                                if trips {
+                                    prop_assert_eq!(b.state, State::Open { until: now + config.open_for });
+                                } else {
+                                    prop_assert_eq!(b.state, State::Closed);
+                                    prop_assert_eq!(&b.window, &window);
+                                }
+                            }
+                            State::HalfOpen { successes, .. } => {
+                                if !ok {
+                                    prop_assert_eq!(b.state, State::Open { until: now + config.open_for });
+                                } else if successes + 1 >= config.half_open_probes {
+                                    prop_assert_eq!(b.state, State::Closed);
+                                    prop_assert!(b.window.is_empty());
+                                } else {
+                                    let half_open = matches!(b.state, State::HalfOpen { .. });
+                                    prop_assert!(half_open, "{:?}", b.state);
+                                }
+                            }
+                            State::Open { .. } => prop_assert!(false, "a current permit while open"),
+                        }
+                    }
+                    Op::Release(i) if !out.is_empty() => {
+                        let permit = out.swap_remove(i % out.len());
+                        b.release(permit);
+                        // A give-back never moves the state, only the probes.
+                        let unmoved = matches!(
+                            (before.0, b.state),
+                            (State::Closed, State::Closed)
+                                | (State::Open { .. }, State::Open { .. })
+                                | (State::HalfOpen { .. }, State::HalfOpen { .. })
+                        );
+                        prop_assert!(unmoved, "{:?} -> {:?}", before.0, b.state);
+                    }
+                    Op::Advance(ms) => now += Duration::from_millis(ms),
+                    Op::Record(..) | Op::Release(_) => {}
+                }
+                // Probes out now, as the breaker counts them and as we do.
+                let probes = out
+                    .iter()
+                    .filter(|p| p.probe && p.generation == b.generation)
+                    .count();
+                if let State::HalfOpen { in_flight, .. } = b.state {
+                    prop_assert_eq!(in_flight, probes);
+                    prop_assert!(in_flight <= config.half_open_probes);
+                }
+            }
+        }
+    }
 }

@@ -228,6 +228,50 @@ struct Names {
     circuit: String,
 }
 
+impl Names {
+    fn new(p: &str) -> Self {
+        Self {
+            pending: format!("{p}_pending_requests"),
+            late: format!("{p}_late_replies_total"),
+            replies: format!("{p}_supplier_replies_total"),
+            latency: format!("{p}_supplier_latency_seconds"),
+            circuit: format!("{p}_circuit_state"),
+        }
+    }
+}
+
+/// The help texts (`# HELP`) of the gather's metrics, named with
+/// `settings.metric_prefix` and labelled with `settings.destination_label`.
+/// [`ScatterGather::start`] calls it.
+pub fn describe_metrics(settings: &Settings) {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    let names = Names::new(settings.metric_prefix);
+    let d = settings.destination_label;
+    describe_gauge!(names.pending.clone(), "Requests waiting for replies now.");
+    describe_counter!(
+        names.late.clone(),
+        "Replies dropped because their request had finished (or a second reply from one \
+         destination)."
+    );
+    describe_counter!(
+        names.replies.clone(),
+        format!(
+            "Calls to each {d}, by {d} and outcome (reply, error, timeout, unanswered, \
+             skipped: circuit open)."
+        )
+    );
+    describe_histogram!(
+        names.latency.clone(),
+        Unit::Seconds,
+        format!("Time from publishing a request to a {d}'s accepted reply, by {d}.")
+    );
+    describe_gauge!(
+        names.circuit.clone(),
+        format!("Each {d}'s circuit breaker, by {d}: 0 closed, 1 half-open, 2 open.")
+    );
+}
+
 /// Cheap to clone; clones share one reply consumer and one pending map.
 #[derive(Clone)]
 pub struct ScatterGather {
@@ -260,14 +304,8 @@ impl ScatterGather {
     /// Starts the reply consumer on the broker's current link (and every
     /// later one) until `shutdown`.
     pub fn start(broker: Broker, settings: Settings, shutdown: CancellationToken) -> Self {
-        let p = settings.metric_prefix;
-        let names = Names {
-            pending: format!("{p}_pending_requests"),
-            late: format!("{p}_late_replies_total"),
-            replies: format!("{p}_supplier_replies_total"),
-            latency: format!("{p}_supplier_latency_seconds"),
-            circuit: format!("{p}_circuit_state"),
-        };
+        describe_metrics(&settings);
+        let names = Names::new(settings.metric_prefix);
         metrics::gauge!(names.pending.clone()).set(0.0);
         metrics::counter!(names.late.clone()).absolute(0);
         let (channel, _) = watch::channel(None);
@@ -383,6 +421,11 @@ impl ScatterGather {
     /// half-open probe the gather no longer waits for (it completed early)
     /// is still awaited to its deadline in the background, so its outcome
     /// decides the circuit.
+    #[tracing::instrument(
+        name = "gather",
+        skip_all,
+        fields(destinations = destinations.len(), timeout_ms = timeout.as_millis() as u64)
+    )]
     pub async fn gather<R, C, F>(
         &self,
         payload: &[u8],

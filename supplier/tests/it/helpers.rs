@@ -96,7 +96,10 @@ pub async fn start_gateway(prefix: &str, quotes: QuotesConfig) -> Gateway {
 impl Gateway {
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
+        self.server
+            .await
+            .expect("the server task ran to its end")
+            .expect("the server stopped cleanly");
     }
 }
 
