@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pipeline::config::{ConfigError, WorkerConfig, at_least, millis};
+use pipeline::config::{ConfigError, WorkerConfig, at_least, millis, secret};
 use pipeline::history::HistoryClientConfig;
 use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
+
+use crate::signature::WebhookSecrets;
 
 /// notifier: tells the customer once per reserved order.
 #[derive(Debug, Parser)]
@@ -25,6 +27,9 @@ pub enum Command {
     /// Move parked notifications from notifier.dlq back to notifier.queue
     /// (after fixing what parked them).
     ReplayDlq(pipeline::amqp::replay::ReplayArgs),
+    /// Print a fresh signing secret for WEBHOOK_SECRETS (`whsec_` and 256
+    /// random bits in base64), alone on stdout.
+    NewWebhookSecret,
 }
 
 impl ServiceCli for Cli {
@@ -88,6 +93,12 @@ pub struct SinkConfig {
     /// backoff; a 4xx is not).
     #[arg(id = "WEBHOOK_TRIES", long = "webhook-tries", env = "WEBHOOK_TRIES", default_value = "4", value_parser = at_least::<u32>(1))]
     pub tries: u32,
+    /// The keys webhook calls are signed with (Standard Webhooks): one
+    /// `whsec_<base64>` secret, or two, comma-separated, while rotating (the
+    /// new one first; every call then carries both signatures). Required
+    /// with `NOTIFY_SINK=webhook`.
+    #[arg(id = "WEBHOOK_SECRETS", long = "webhook-secrets", env = "WEBHOOK_SECRETS", hide_env_values = true, value_parser = secret(WebhookSecrets::parse))]
+    pub secrets: Option<WebhookSecrets>,
 }
 
 impl SinkConfig {
@@ -96,13 +107,14 @@ impl SinkConfig {
         pipeline::config::defaults()
     }
 
-    /// A webhook at `url`.
-    pub fn webhook(url: String, timeout: Duration, tries: u32) -> Self {
+    /// A webhook at `url`, its calls signed with `secrets`.
+    pub fn webhook(url: String, timeout: Duration, tries: u32, secrets: WebhookSecrets) -> Self {
         Self {
             kind: SinkKind::Webhook,
             url: Some(url),
             timeout,
             tries,
+            secrets: Some(secrets),
         }
     }
 }
@@ -122,6 +134,13 @@ impl NotifierConfig {
                 "NOTIFY_SINK=webhook needs an http:// URL (for HTTPS, put a TLS-terminating proxy in front)",
             ));
         }
+        if self.sink.secrets.is_none() {
+            return Err(ConfigError::new(
+                "WEBHOOK_SECRETS",
+                "",
+                "NOTIFY_SINK=webhook needs a signing secret (whsec_<base64>, e.g. from `notifier new-webhook-secret`), so receivers can tell our calls from forgeries",
+            ));
+        }
         // Every try may take the timeout plus up to 2 s of backoff.
         let worst = (self.sink.timeout + Duration::from_secs(2)) * self.sink.tries;
         if self.claim <= worst {
@@ -135,5 +154,42 @@ impl NotifierConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        let cli = Cli::try_parse_from(std::iter::once("notifier").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.validate().map_err(|e| e.to_string())?;
+        Ok(cli)
+    }
+
+    #[test]
+    fn a_webhook_sink_needs_a_signing_secret() {
+        let hook = [
+            "--notify-sink",
+            "webhook",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+        ];
+        let err = parse(&hook).unwrap_err();
+        assert!(err.contains("WEBHOOK_SECRETS"), "{err}");
+        let secret = WebhookSecrets::generate();
+        let cli = parse(&[&hook[..], &["--webhook-secrets", &secret]].concat()).unwrap();
+        let debug = format!("{:?}", cli.config.sink);
+        assert!(!debug.contains(&secret[6..]), "{debug}");
+        // A malformed secret is refused by name, without echoing it.
+        let err =
+            parse(&[&hook[..], &["--webhook-secrets", "whsec_c2hvcnQ="]].concat()).unwrap_err();
+        assert!(
+            err.contains("--webhook-secrets") && err.contains("at least 16"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ"), "{err}");
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod notify;
+pub mod signature;
 pub mod sink;
 
 use pipeline::amqp::{Delivery, Disposition, Topology};
@@ -52,6 +53,11 @@ impl Worker for Handler {
                 config.sink.url.clone().unwrap_or_default(),
                 config.sink.timeout,
                 config.sink.tries,
+                config
+                    .sink
+                    .secrets
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("a webhook sink needs WEBHOOK_SECRETS"))?,
             )?),
         };
         Ok(Handler {

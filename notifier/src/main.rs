@@ -21,5 +21,9 @@ async fn main() -> anyhow::Result<()> {
             let broker = cli.config.service.broker.named("notifier-replay-dlq");
             run_command(broker, Parked::Notifications, &args).await
         }
+        Some(Command::NewWebhookSecret) => {
+            println!("{}", notifier::signature::WebhookSecrets::generate());
+            Ok(())
+        }
     }
 }

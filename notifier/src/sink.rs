@@ -1,10 +1,13 @@
 //! Where notifications go: `log` (one structured line each) or `webhook` (an
-//! HTTP POST of the notification JSON).
+//! HTTP POST of the notification JSON, signed per Standard Webhooks: see
+//! [`crate::signature`]).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
+
+use crate::signature::WebhookSecrets;
 
 /// What the customer is told, and what a webhook receives.
 #[derive(Debug, Clone, Serialize)]
@@ -49,16 +52,27 @@ pub struct Webhook {
     pub url: String,
     /// Tries per delivery, the first included.
     pub tries: u32,
+    secrets: WebhookSecrets,
     client: reqwest::Client,
 }
 
 impl Webhook {
-    pub fn new(url: String, timeout: Duration, tries: u32) -> anyhow::Result<Self> {
+    pub fn new(
+        url: String,
+        timeout: Duration,
+        tries: u32,
+        secrets: WebhookSecrets,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()?;
-        Ok(Self { url, tries, client })
+        Ok(Self {
+            url,
+            tries,
+            secrets,
+            client,
+        })
     }
 }
 
@@ -116,12 +130,24 @@ impl Webhook {
         }
     }
 
+    /// One signed call: the body is serialized once, and exactly those bytes
+    /// are signed and sent; each attempt is signed anew (its timestamp).
     async fn post(&self, n: &Notification) -> Result<(), SendError> {
+        let body = serde_json::to_vec(n).expect("a notification serializes");
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let signature = self.secrets.sign(&n.event_id, timestamp, &body);
         let res = self
             .client
             .post(&self.url)
+            .header("content-type", "application/json")
             .header("Idempotency-Key", &n.event_id)
-            .json(n)
+            .header("webhook-id", &n.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
             .send()
             .await
             .map_err(|e| SendError::Transient(format!("webhook unreachable: {e}")))?;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pipeline::config::{at_least, between, millis, secs};
+use pipeline::config::{at_least, between, millis, secret, secs};
 use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 use secrecy::SecretString;
@@ -39,7 +39,7 @@ pub struct HistoryConfig {
     pub service: ServiceConfig,
     /// The PostgreSQL database (`postgres://user:password@host:port/db`).
     #[arg(id = "DATABASE_URL", long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
-          value_parser = database_url, hide_env_values = true)]
+          value_parser = secret(database_url), hide_env_values = true)]
     pub database_url: SecretString,
     /// The PostgreSQL schema holding the tables.
     #[arg(

@@ -123,6 +123,48 @@ pub fn name_chars(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
+/// A value parser for a setting that holds a secret (a password in a URL, a
+/// signing key): like `parse`, but its error names the setting and the
+/// reason, never the value (clap's own message would quote it, and a
+/// mistyped secret is still a secret).
+pub fn secret<T, F>(parse: F) -> SecretParser<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    SecretParser(parse)
+}
+
+/// See [`secret`].
+#[derive(Clone)]
+pub struct SecretParser<F>(F);
+
+impl<T, F> clap::builder::TypedValueParser for SecretParser<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map_or_else(|| "a secret setting".to_owned(), ToString::to_string);
+        let fail = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {name} (not shown: it holds a secret): {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let raw = value.to_str().ok_or_else(|| fail("not UTF-8"))?;
+        (self.0)(raw).map_err(|reason| fail(&reason))
+    }
+}
+
 /// The defaults of an option group, as declared, whatever the environment
 /// says (tests and other services' harnesses start from them).
 pub fn defaults<T: Args + FromArgMatches>() -> T {
@@ -213,7 +255,7 @@ pub struct BrokerConfig {
     /// The broker cluster's nodes, comma-separated AMQP URLs, tried in order
     /// and rotated on failure.
     #[arg(id = "RABBITMQ_URLS", long = "rabbitmq-urls", env = "RABBITMQ_URLS", default_value = DEFAULT_RABBITMQ_URLS,
-          value_parser = BrokerNodes::parse, hide_env_values = true)]
+          value_parser = secret(BrokerNodes::parse), hide_env_values = true)]
     pub urls: BrokerNodes,
     /// AMQP heartbeat in seconds: a silent link is declared dead after about
     /// twice this.
@@ -287,7 +329,7 @@ impl RedisUrl {
 pub struct RedisConfig {
     /// The Redis server.
     #[arg(id = "REDIS_URL", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379",
-          value_parser = RedisUrl::parse, hide_env_values = true)]
+          value_parser = secret(RedisUrl::parse), hide_env_values = true)]
     pub url: RedisUrl,
     /// Bounds opening the connection, so a dead Redis turns into an error
     /// instead of a hang.
@@ -372,5 +414,31 @@ mod tests {
         assert!(at_least::<u16>(1)("0").is_err());
         assert!(name_chars("a b").is_err());
         assert!(listen_addr("nope").is_err());
+    }
+
+    #[test]
+    fn a_bad_secret_setting_is_named_but_never_echoed() {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            redis: RedisConfig,
+            #[command(flatten)]
+            broker: BrokerConfig,
+        }
+        for args in [
+            ["--redis-url", "mysql://root:hunter2@10.0.0.1:6379"],
+            ["--rabbitmq-urls", "http://guest:hunter2@10.0.0.1:5672"],
+        ] {
+            let err = Only::try_parse_from(std::iter::once("x").chain(args))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(args[0]), "{err}");
+            assert!(
+                err.contains("expected") || err.contains("not an AMQP URL"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }

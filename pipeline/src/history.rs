@@ -90,7 +90,7 @@ impl HistoryClient {
     pub async fn order(&self, id: &OrderId) -> anyhow::Result<Option<HistoryOrder>> {
         let mut last_error = None;
         for base in &self.urls {
-            let url = format!("{base}/orders/{id}");
+            let url = format!("{base}/orders/{}", path_segment(id.as_str()));
             match self.http.get(&url).send().await {
                 // Only the history's own answer means "never seen" (not a
                 // proxy's or a wrong URL's 404).
@@ -161,6 +161,23 @@ impl HistoryClient {
     }
 }
 
+/// `raw` as one path segment: every byte outside the unreserved characters
+/// percent-encoded, and a `.` or `..` segment spelled out (`%2E`), so that
+/// no value can address another path of the service.
+pub fn path_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else if b == b'.' && raw.bytes().any(|c| c != b'.') {
+            out.push('.');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Splits `HISTORY_URLS`; each entry must be an `http://` base URL; empty
 /// or `none` is no history.
 pub fn parse_history_urls(raw: &str) -> Result<HistoryUrls, String> {
@@ -180,6 +197,15 @@ pub fn parse_history_urls(raw: &str) -> Result<HistoryUrls, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_segment_never_climbs_out_of_its_place() {
+        assert_eq!(path_segment("order-1.a_b~c"), "order-1.a_b~c");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("."), "%2E");
+        assert_eq!(path_segment("a/b?c#d:e"), "a%2Fb%3Fc%23d%3Ae");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
 
     #[test]
     fn history_urls_are_split_trimmed_and_checked() {

@@ -288,6 +288,40 @@ async fn unknown_order_is_404_problem() {
     app.stop().await;
 }
 
+/// `.` and `..` are not ids: neither placed nor looked up (where they would
+/// address another path of the history, `/orders/..` being its root).
+#[tokio::test]
+async fn dot_segments_are_not_order_ids() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    for id in [".", ".."] {
+        let body = format!(r#"{{"id":"{id}","sku":"mag-safe-phone-case","qty":1}}"#);
+        let res = app.post_order(&body, None).await;
+        assert_eq!(res.status(), 422, "{id}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["field"], "id", "{problem}");
+    }
+    // As sent by a client that does not normalise the path (curl --path-as-is).
+    for path in ["/orders/..", "/orders/%2E%2E", "/orders/%2e"] {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 422") || answer.starts_with("HTTP/1.1 404"),
+            "{path}: {answer}"
+        );
+        assert!(
+            answer.contains("application/problem+json"),
+            "{path}: {answer}"
+        );
+        assert!(!answer.contains("order-history"), "{path}: {answer}");
+    }
+    assert_eq!(app.queued_orders().await, 0);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_replays() {
     let app = spawn_app().await;

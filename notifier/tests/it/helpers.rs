@@ -57,6 +57,10 @@ impl RunningNotifier {
 pub struct Call {
     pub idempotency_key: String,
     pub body: serde_json::Value,
+    /// The body as sent (what a signature covers).
+    pub raw: Vec<u8>,
+    /// The Standard Webhooks headers: id, timestamp, signature.
+    pub webhook: [String; 3],
     pub answered: u16,
 }
 
@@ -71,6 +75,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
+    /// What the notifiers sending here sign with (`WEBHOOK_SECRETS`).
+    pub secrets: String,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -83,7 +89,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, inner }
+        Self {
+            url,
+            secrets: notifier::signature::WebhookSecrets::generate(),
+            inner,
+        }
     }
 
     /// Answer these statuses to the next calls, then 200.
@@ -96,7 +106,12 @@ impl Receiver {
     }
 
     pub fn sink(&self) -> SinkConfig {
-        SinkConfig::webhook(self.url.clone(), Duration::from_secs(2), 4)
+        SinkConfig::webhook(
+            self.url.clone(),
+            Duration::from_secs(2),
+            4,
+            notifier::signature::WebhookSecrets::parse(&self.secrets).unwrap(),
+        )
     }
 }
 
@@ -107,13 +122,18 @@ async fn receive(
 ) -> StatusCode {
     let mut inner = inner.lock().unwrap();
     let answered = inner.script.pop_front().unwrap_or(200);
-    inner.calls.push(Call {
-        idempotency_key: headers
-            .get("idempotency-key")
+    let header = |name: &str| {
+        headers
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
-            .to_owned(),
+            .to_owned()
+    };
+    inner.calls.push(Call {
+        idempotency_key: header("idempotency-key"),
         body: serde_json::from_slice(&body).unwrap_or_default(),
+        raw: body.to_vec(),
+        webhook: ["webhook-id", "webhook-timestamp", "webhook-signature"].map(header),
         answered,
     });
     StatusCode::from_u16(answered).unwrap()

@@ -5,3 +5,4 @@ mod helpers;
 mod identity;
 mod notifying;
 mod pipeline;
+mod signatures;

@@ -48,6 +48,14 @@ fn parse_token(field: &'static str, raw: &str, max: usize) -> Result<String, Inv
             format!("character {bad:?} is not allowed; use A-Z a-z 0-9 . _ : -"),
         ));
     }
+    // A path segment of its own in every URL that carries it: `.` and `..`
+    // would name another path (`/orders/..` is `/`).
+    if raw == "." || raw == ".." {
+        return Err(InvalidField::new(
+            field,
+            format!("{raw:?} is not allowed: it names a path, not an item"),
+        ));
+    }
     Ok(raw.to_owned())
 }
 
@@ -217,6 +225,17 @@ mod tests {
         assert!(OrderId::parse("order 1").is_err());
         assert!(OrderId::parse("order/1").is_err());
         assert!(OrderId::parse("ordér").is_err());
+    }
+
+    #[test]
+    fn ids_and_skus_that_name_a_path_are_rejected() {
+        for raw in [".", ".."] {
+            let err = OrderId::parse(raw).unwrap_err();
+            assert!(err.reason.contains("names a path"), "{raw}: {err:?}");
+            assert!(Sku::parse(raw).is_err(), "{raw}");
+        }
+        assert!(OrderId::parse("...").is_ok(), "three dots name nothing");
+        assert!(OrderId::parse("v1.2").is_ok());
     }
 
     #[test]
