@@ -42,6 +42,7 @@ lint: lint-tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo machete
+	cargo fetch --locked --quiet
 	cargo deny --offline check licenses bans sources
 	docker-compose --env-file .env.example -f docker-compose.yml config --quiet
 	bash scripts/tools.sh zizmor --offline .github/workflows/

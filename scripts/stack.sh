@@ -247,7 +247,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', '$PG_DB', '$PG_USER')
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')
 \gexec
 EOF
-  say "postgres up on 127.0.0.1:$PG_PORT (DATABASE_URL=$(database_url))"
+  say "postgres up on 127.0.0.1:$PG_PORT (DATABASE_URL=$(redact "$(database_url)"))"
 }
 
 pg_down() {
@@ -373,7 +373,7 @@ rabbit_up() {
   done
   # Quorum queues need every member running before they are placed on it.
   wait_until "a $NODES-node cluster" 120 cluster_complete
-  say "rabbitmq cluster up: $(amqp_urls)"
+  say "rabbitmq cluster up: $(redact "$(amqp_urls)")"
 }
 
 cluster_complete() {
@@ -402,12 +402,39 @@ instances() {
   for id in "${SUPPLIER_IDS[@]}"; do echo "supplier-$id"; done
 }
 
+# URLs with their passwords masked, for what this script prints.
+redact() { sed -E 's#(://[^:/@,]*):[^@,]*@#\1:***@#g' <<<"$1"; }
+
+# The client keys of the local stack, minted once into .stack (mode 0600):
+# api-key (client demo: orders and quotes) and admin-key (admin). Only
+# their hashes are in PostgreSQL; these files are the only copies.
+keys_up() {
+  local gateway="$ROOT/target/release/api-gateway"
+  (
+    umask 077
+    if [ ! -s "$STACK/api-key" ]; then
+      "$gateway" keys create --client demo --scope orders:write --scope orders:read \
+        --scope quotes:read >"$STACK/api-key.new" && mv "$STACK/api-key.new" "$STACK/api-key"
+    fi
+    if [ ! -s "$STACK/admin-key" ]; then
+      "$gateway" keys create --client operator --scope admin \
+        >"$STACK/admin-key.new" && mv "$STACK/admin-key.new" "$STACK/admin-key"
+    fi
+  ) || die "cannot mint the client keys (is PostgreSQL up? see DATABASE_URL)"
+  chmod 600 "$STACK/api-key" "$STACK/admin-key"
+}
+
 # What every service is told, unless the caller's environment says otherwise.
 services_env() {
   export RABBITMQ_URLS="${RABBITMQ_URLS:-$(amqp_urls)}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}" \
     DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}" \
     QUOTE_SUPPLIERS="${QUOTE_SUPPLIERS-$(IFS=,; echo "${SUPPLIER_IDS[*]}")}" \
     GATEWAY_URL="${GATEWAY_URL:-http://${GATEWAY_ADDR:-127.0.0.1:8080}}"
+  # The dashboard reads the gateway's /suppliers with the admin key.
+  if [ -z "${GATEWAY_API_KEY:-}" ] && [ -s "$STACK/admin-key" ]; then
+    GATEWAY_API_KEY=$(cat "$STACK/admin-key")
+    export GATEWAY_API_KEY
+  fi
 }
 
 # Starts supplier $1 unless it is running; the demo catalog is written only
@@ -434,6 +461,7 @@ services_up() {
     [ -x "$ROOT/target/release/$bin" ] || die "no $ROOT/target/release/$bin after the build"
   done
   mkdir -p "$STACK/services"
+  DATABASE_URL="${DATABASE_URL:-$(database_url)}" keys_up
   services_env
   local svc pid i id
   for svc in "${SERVICES[@]}"; do
@@ -470,9 +498,16 @@ services_up() {
   order-history    $(history_urls | sed 's/,/  /g')   (GET /orders, /orders/<id>, /stats)
   suppliers        $(supplier_urls)
   redis            redis://127.0.0.1:$REDIS_PORT
-  postgres         $DATABASE_URL
-  rabbitmq         $(amqp_urls)
+  postgres         $(redact "$DATABASE_URL")
+  rabbitmq         $(redact "$(amqp_urls)")
   logs             $STACK/services/*.log
+
+  Client keys (only copies; keep them secret):
+    $STACK/api-key     client demo: orders:write, orders:read, quotes:read
+    $STACK/admin-key   admin: /metrics, /suppliers, the dashboard's gateway view
+
+  curl -H "Authorization: Bearer \$(cat .stack/api-key)" http://${GATEWAY_ADDR:-127.0.0.1:8080}/orders/order123
+  More keys: target/release/api-gateway keys create --client NAME (list, revoke: keys --help)
 
 EOF
 }

@@ -14,10 +14,21 @@ use crate::idempotency::Lifetimes;
 #[derive(Debug, Parser)]
 #[command(name = "api-gateway", version)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub config: GatewayConfig,
     #[command(flatten)]
     pub log: LogConfig,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Client keys: create, list, revoke (in DATABASE_URL's KEYS_SCHEMA).
+    Keys {
+        #[command(subcommand)]
+        command: clients::KeysCommand,
+    },
 }
 
 impl ServiceCli for Cli {
@@ -38,6 +49,9 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     #[command(flatten)]
     pub lifetimes: Lifetimes,
+    /// Who may call: the client keys and how fresh this gateway keeps them.
+    #[command(flatten)]
+    pub keys: clients::KeysConfig,
     /// The largest `qty` one order may ask for.
     #[arg(id = "MAX_QTY", long = "max-qty", env = "MAX_QTY", default_value = "1000", value_parser = at_least::<u32>(1))]
     pub max_qty: u32,

@@ -63,10 +63,20 @@ impl Application {
                 base.shutdown.clone(),
             ),
         };
+        // Client keys: checked from a cache, never waiting on PostgreSQL
+        // per request. `/health` is open; everything else needs a key.
+        let keys = clients::Keys::start(&config.keys, base.shutdown.clone())?;
         let router = Router::new()
-            .merge(routes::orders::router())
-            .merge(routes::quotes::router())
-            .merge(base.ops_router())
+            .merge(routes::orders::router(&keys))
+            .merge(routes::quotes::router(&keys))
+            .merge(
+                base.info_router()
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        (keys.clone(), clients::Scope::Admin),
+                        clients::require,
+                    )),
+            )
+            .merge(base.health_router())
             .layer(DefaultBodyLimit::max(routes::orders::MAX_BODY_BYTES))
             .with_state(state);
         Ok(Self { base, router })

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use pipeline::config::millis;
+use pipeline::config::{millis, secret};
+use secrecy::{ExposeSecret, SecretString};
 
 /// The gateway `make up` starts.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
@@ -18,6 +19,18 @@ pub struct GatewayConfig {
     /// Bounds one call to the gateway (connecting and the whole answer).
     #[arg(id = "GATEWAY_TIMEOUT_MS", long = "gateway-timeout-ms", env = "GATEWAY_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
     pub timeout: Duration,
+    /// An admin client key (`op_...`) for the gateway's `/suppliers`.
+    #[arg(id = "GATEWAY_API_KEY", long = "gateway-api-key", env = "GATEWAY_API_KEY", hide_env_values = true, value_parser = secret(api_key))]
+    pub api_key: Option<SecretString>,
+}
+
+fn api_key(raw: &str) -> Result<SecretString, String> {
+    let raw = raw.trim();
+    if raw.starts_with("op_") {
+        Ok(SecretString::from(raw.to_owned()))
+    } else {
+        Err("expected a client key, op_<key id>_<secret>".into())
+    }
 }
 
 /// `GATEWAY_URL`, `None` for no Suppliers panel.
@@ -38,7 +51,7 @@ impl GatewayConfig {
         self.url
             .0
             .as_ref()
-            .map(|u| GatewayClient::new(u.clone(), self.timeout))
+            .map(|u| GatewayClient::new(u.clone(), self.timeout, self.api_key.as_ref()))
     }
 }
 
@@ -57,8 +70,17 @@ pub use pipeline::api::SuppliersReport;
 impl GatewayClient {
     /// `url`: the gateway's base URL (`http://host:port`); `timeout` bounds
     /// one call (connecting and the whole answer).
-    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+    pub fn new(url: impl Into<String>, timeout: Duration, key: Option<&SecretString>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key
+            && let Ok(mut value) =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

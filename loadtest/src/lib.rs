@@ -20,3 +20,26 @@ pub mod quotes;
 
 pub use ledger::{Ledger, Report};
 pub use load::{HistoryTarget, LoadConfig, run};
+
+/// An HTTP client builder that sends `api_key` (a client key, `op_...`) as
+/// `Authorization: Bearer` with every request.
+pub fn client_builder(api_key: Option<&str>) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| anyhow::anyhow!("the API key is not a header value"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers))
+}
+
+/// The key `make up` minted for the demo client (`.stack/api-key` under the
+/// project root), if there is one.
+pub fn stack_api_key() -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/api-key");
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+}

@@ -19,6 +19,8 @@ use crate::progress::Progress;
 pub struct LoadConfig {
     /// The gateway, e.g. `http://127.0.0.1:8080`.
     pub gateway: String,
+    /// The client key sent with every request (`op_...`).
+    pub api_key: Option<String>,
     pub redis_url: String,
     /// The stack's `REDIS_KEY_PREFIX`.
     pub key_prefix: String,
@@ -72,6 +74,8 @@ impl LoadConfig {
     pub fn local(orders: u64) -> Self {
         Self {
             gateway: "http://127.0.0.1:8080".into(),
+            // The demo client's key `make up` minted, if any.
+            api_key: crate::stack_api_key(),
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: String::new(),
             amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
@@ -156,7 +160,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let dlq_before = dlq_depth(&config).await;
     let redelivered_before = redelivered(&config).await;
 
-    let http = reqwest::Client::builder()
+    let http = crate::client_builder(config.api_key.as_deref())?
         .timeout(config.request_timeout)
         .pool_max_idle_per_host(config.concurrency)
         .build()?;

@@ -67,6 +67,10 @@ struct RunArgs {
     /// The gateway's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
+    /// The client key to send (`op_...`; default: the one `make up` wrote
+    /// to .stack/api-key).
+    #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// The stack's Redis.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis: String,
@@ -126,6 +130,7 @@ impl RunArgs {
     fn config(&self) -> LoadConfig {
         LoadConfig {
             gateway: self.gateway.clone(),
+            api_key: self.api_key.clone().or_else(loadtest::stack_api_key),
             redis_url: self.redis.clone(),
             key_prefix: self.key_prefix.clone(),
             amqp_url: Some(self.amqp.clone()),

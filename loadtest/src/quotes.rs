@@ -34,12 +34,13 @@ impl QuoteRun {
 /// with `query`, `in_flight` at a time.
 pub async fn run(
     gateway: &str,
+    api_key: Option<&str>,
     sku: &str,
     query: &str,
     requests: u64,
     in_flight: usize,
 ) -> anyhow::Result<QuoteRun> {
-    let http = reqwest::Client::builder()
+    let http = crate::client_builder(api_key)?
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(in_flight)
         .build()?;

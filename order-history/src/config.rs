@@ -8,8 +8,7 @@ use pipeline::service::{ServiceCli, ServiceConfig};
 use pipeline::telemetry::LogConfig;
 use secrecy::SecretString;
 
-pub const DEFAULT_DATABASE_URL: &str =
-    "postgres://order_pipeline:order_pipeline@127.0.0.1:5433/order_pipeline";
+pub use pgdb::DEFAULT_DATABASE_URL;
 
 /// order-history: every order event kept in PostgreSQL, and an API over it.
 #[derive(Debug, Parser)]
@@ -39,7 +38,7 @@ pub struct HistoryConfig {
     pub service: ServiceConfig,
     /// The PostgreSQL database (`postgres://user:password@host:port/db`).
     #[arg(id = "DATABASE_URL", long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
-          value_parser = secret(database_url), hide_env_values = true)]
+          value_parser = secret(pgdb::database_url), hide_env_values = true)]
     pub database_url: SecretString,
     /// The PostgreSQL schema holding the tables.
     #[arg(
@@ -78,14 +77,6 @@ impl HistoryConfig {
         let name = format!("order-history-{}", self.replica);
         self.service.broker.clone().named(&name)
     }
-}
-
-fn database_url(raw: &str) -> Result<SecretString, String> {
-    let raw = raw.trim();
-    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
-        return Err("expected postgres://user:password@host:port/database".into());
-    }
-    Ok(SecretString::from(raw.to_owned()))
 }
 
 fn replica_name(raw: &str) -> Result<String, String> {

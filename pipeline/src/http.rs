@@ -419,17 +419,21 @@ pub struct Ops {
 /// `GET /` (name and version), `GET /health` (Redis and broker state) and
 /// `GET /metrics` (Prometheus text), the same on every service.
 pub fn ops_router<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
-    let root = {
-        let service = ops.service;
-        move || async move {
-            axum::Json(serde_json::json!({
-                "service": service,
-                "version": env!("CARGO_PKG_VERSION"),
-                "status": "ok",
-            }))
-        }
+    let service = ops.service;
+    health_router(ops).merge(info_router(service))
+}
+
+/// `GET /` (the service's name and version) and `GET /metrics`, without
+/// `/health`: for a service that guards them apart from its health.
+pub fn info_router<S: Clone + Send + Sync + 'static>(service: &'static str) -> Router<S> {
+    let root = move || async move {
+        axum::Json(serde_json::json!({
+            "service": service,
+            "version": env!("CARGO_PKG_VERSION"),
+            "status": "ok",
+        }))
     };
-    health_router(ops)
+    Router::new()
         .route("/", axum::routing::get(root))
         .route("/metrics", axum::routing::get(prometheus_metrics))
 }

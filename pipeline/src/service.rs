@@ -141,6 +141,11 @@ impl Base {
         })
     }
 
+    /// `/` and `/metrics` alone, for a service that guards them.
+    pub fn info_router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        crate::http::info_router(self.service)
+    }
+
     /// `/health` alone, for a service with its own `/` and `/metrics`.
     pub fn health_router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         crate::http::health_router(Ops {

@@ -52,6 +52,7 @@ pub fn gateway(prefix: &str) -> api_gateway::GatewayConfig {
         max_qty: 1000,
         history: HistoryClientConfig::none(),
         quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
+        keys: crate::keys_config(prefix),
     }
 }
 

@@ -92,9 +92,77 @@ pub fn broker_urls() -> String {
 /// The local PostgreSQL `make up`/`make test` runs, unless `DATABASE_URL`
 /// says otherwise.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://order_pipeline:order_pipeline@127.0.0.1:5433/order_pipeline".into()
-    })
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| pgdb::DEFAULT_DATABASE_URL.into())
+}
+
+/// The key store of one test's prefix: its own schema (`k_<prefix>`), a
+/// quick refresh, so a revocation shows within a test's patience.
+pub fn keys_config(prefix: &str) -> clients::KeysConfig {
+    keys_config_at(prefix, &database_url())
+}
+
+/// [`keys_config`] in the database at `database_url`.
+pub fn keys_config_at(prefix: &str, database_url: &str) -> clients::KeysConfig {
+    clients::KeysConfig {
+        database_url: secrecy::SecretString::from(database_url.to_owned()),
+        schema: format!("k_{}", history_schema(prefix)),
+        refresh: std::time::Duration::from_millis(500),
+        grace: std::time::Duration::from_secs(600),
+    }
+}
+
+/// A fresh key in `prefix`'s key store, with `scopes` (`admin` when empty),
+/// for client `client`: what a test sends as `Authorization: Bearer <key>`.
+pub async fn mint_key(prefix: &str, client: &str, scopes: &[clients::Scope]) -> String {
+    mint_key_in(&keys_config(prefix), client, scopes).await
+}
+
+/// [`mint_key`] in the store `config` names.
+pub async fn mint_key_in(
+    config: &clients::KeysConfig,
+    client: &str,
+    scopes: &[clients::Scope],
+) -> String {
+    let scopes = if scopes.is_empty() {
+        vec![clients::Scope::Admin]
+    } else {
+        scopes.to_vec()
+    };
+    let mut out = Vec::new();
+    clients::KeysCommand::Create {
+        client: client.to_owned(),
+        scopes,
+        orders_per_sec: None,
+        quotes_per_sec: None,
+    }
+    .run(config, &mut out)
+    .await
+    .expect("a key is minted in the test's key store");
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+/// Drops `prefix`'s key store, if a test made one.
+pub async fn drop_key_store(prefix: &str) {
+    drop_key_store_in(&keys_config(prefix)).await
+}
+
+/// [`drop_key_store`] of the store `config` names.
+pub async fn drop_key_store_in(config: &clients::KeysConfig) {
+    if let Ok(store) = config.store() {
+        let _ = store.drop_schema().await;
+    }
+}
+
+/// A client that sends `key` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// The history schema of one test's prefix (`t-abc.` -> `t_abc`).
@@ -430,6 +498,7 @@ impl World {
         self.shutdown.cancel();
         self.broker.close().await;
         delete_topology(&self.prefix).await;
+        drop_key_store(&self.prefix).await;
     }
 }
 

@@ -16,14 +16,30 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::idempotency::{Intake, StoredResponse};
 use crate::startup::AppState;
+use axum::middleware::from_fn_with_state;
+use clients::Scope;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-pub fn router() -> Router<AppState> {
+/// `POST /orders` (scope `orders:write`) and `GET /orders/{id}`
+/// (`orders:read`).
+pub fn router(keys: &clients::Keys) -> Router<AppState> {
     Router::new()
-        .route("/orders", post(create_order))
-        .route("/orders/{id}", get(get_order))
+        .route(
+            "/orders",
+            post(create_order).route_layer(from_fn_with_state(
+                (keys.clone(), Scope::OrdersWrite),
+                clients::require,
+            )),
+        )
+        .route(
+            "/orders/{id}",
+            get(get_order).route_layer(from_fn_with_state(
+                (keys.clone(), Scope::OrdersRead),
+                clients::require,
+            )),
+        )
 }
 
 /// A valid order request, before an id is assigned: the intake's own type.

@@ -16,11 +16,26 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::quotes::{Answer, Ask, IssuedQuote, QuotesConfig};
 use crate::startup::AppState;
+use axum::middleware::from_fn_with_state;
+use clients::Scope;
 
-pub fn router() -> Router<AppState> {
+/// `GET /quotes/{sku}` (scope `quotes:read`) and `GET /suppliers` (`admin`).
+pub fn router(keys: &clients::Keys) -> Router<AppState> {
     Router::new()
-        .route("/quotes/{sku}", get(get_quotes))
-        .route("/suppliers", get(get_suppliers))
+        .route(
+            "/quotes/{sku}",
+            get(get_quotes).route_layer(from_fn_with_state(
+                (keys.clone(), Scope::QuotesRead),
+                clients::require,
+            )),
+        )
+        .route(
+            "/suppliers",
+            get(get_suppliers).route_layer(from_fn_with_state(
+                (keys.clone(), Scope::Admin),
+                clients::require,
+            )),
+        )
 }
 
 const PARAMETERS: &str = "qty, strategy, min_responses, timeout_ms";

@@ -9,7 +9,7 @@ use pipeline::config::BrokerNodes;
 use serde_json::Value;
 
 use crate::helpers::{
-    ProxyMode, TcpProxy, broker_urls, eventually, spawn_with, test_config, unique_prefix,
+    ProxyMode, TcpProxy, TestApp, broker_urls, eventually, spawn_with, test_config, unique_prefix,
 };
 
 const ORDER: &str = r#"{"id":"order-f1","sku":"mag-safe-phone-case","qty":1}"#;
@@ -182,12 +182,14 @@ async fn silent_network_cut_times_out_the_confirm_and_fails_over_to_another_node
 /// Sends an order's headers with `Expect: 100-continue` and waits for the
 /// `100 Continue`: then the server has taken the request and its handler is
 /// reading the body, which is held back until `send_body`.
-async fn taken_request(addr: std::net::SocketAddr, body: &str) -> tokio::net::TcpStream {
+async fn taken_request(app: &TestApp, body: &str) -> tokio::net::TcpStream {
+    let addr = app.addr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /orders HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+         authorization: Bearer {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        app.key,
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -228,7 +230,7 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops() {
     // Every request is in the server's hands before the stop begins.
     let mut taken = Vec::new();
     for body in &bodies {
-        taken.push(taken_request(app.addr, body).await);
+        taken.push(taken_request(&app, body).await);
     }
     app.shutdown.cancel();
     let answers = futures_util::future::join_all(

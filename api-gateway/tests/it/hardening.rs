@@ -51,7 +51,9 @@ async fn a_trickled_body_is_408_problem() {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     let body = br#"{"id":"slow-1","sku":"s","qty":1}"#;
     let head = format!(
-        "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        app.key,
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -89,10 +91,11 @@ async fn a_trickled_body_is_408_problem() {
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = spawn_limited(short()).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        app.key
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
     // The answer arrives, then the idle connection is closed.
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -110,9 +113,11 @@ async fn connections_over_the_cap_are_answered_503() {
     for _ in 0..2 {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
         // A full request, so the connection is surely accepted and counted.
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            app.key
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
         let mut buf = [0u8; 12];
         s.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"HTTP/1.1 200");

@@ -17,7 +17,9 @@ pub fn test_config(prefix: &str) -> GatewayConfig {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: GatewayConfig,
+    /// Sent by `client` with every request (scope `admin`).
     pub client: reqwest::Client,
+    pub key: String,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -34,10 +36,13 @@ pub async fn spawn_with(config: GatewayConfig) -> TestApp {
         .expect("gateway starts");
     let addr = app.local_addr();
     let server = tokio::spawn(app.run_until_stopped());
+    // The tests' own client key: every scope, as an operator's would have.
+    let key = testkit::mint_key_in(&config.keys, "tests", &[]).await;
     TestApp {
         addr,
         config,
-        client: reqwest::Client::new(),
+        client: testkit::client_with_key(&key),
+        key,
         shutdown,
         server,
     }
@@ -124,5 +129,8 @@ impl TestApp {
             .expect("the server task ran to its end")
             .expect("the server stopped cleanly");
         testkit::delete_topology(&self.config.service.broker.topology_prefix).await;
+        if let Ok(store) = self.config.keys.store() {
+            let _ = store.drop_schema().await;
+        }
     }
 }

@@ -304,7 +304,10 @@ async fn dot_segments_are_not_order_ids() {
     // As sent by a client that does not normalise the path (curl --path-as-is).
     for path in ["/orders/..", "/orders/%2E%2E", "/orders/%2e"] {
         let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-        let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            app.key
+        );
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.unwrap();

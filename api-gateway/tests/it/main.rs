@@ -1,5 +1,6 @@
 //! Integration tests of the api-gateway against real Redis and RabbitMQ.
 
+mod auth;
 mod failover;
 mod faults;
 mod hardening;

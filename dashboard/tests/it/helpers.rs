@@ -90,6 +90,8 @@ impl Stack {
         .unwrap();
         let gateway_url = format!("http://{}", gateway.local_addr());
         tasks.push(tokio::spawn(gateway.run_until_stopped()));
+        // One admin key: the tests' client and the dashboard's `/suppliers`.
+        let key = testkit::mint_key(&prefix, "tests", &[]).await;
         let dash = Dashboard::build(
             DashboardConfig {
                 service: testkit::service_config(&prefix, "dashboard-test"),
@@ -108,6 +110,7 @@ impl Stack {
                 },
                 gateway: dashboard::gateway::GatewayConfig {
                     timeout: Duration::from_millis(500),
+                    api_key: Some(key.clone().into()),
                     ..dashboard::gateway::GatewayConfig::at(Some(
                         options
                             .gateway_url
@@ -127,7 +130,7 @@ impl Stack {
             history: history_url,
             gateway: gateway_url,
             dashboard: dashboard_url,
-            client: reqwest::Client::new(),
+            client: testkit::client_with_key(&key),
             shutdown,
             tasks,
         }

@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("(q) quotes from three suppliers, strategy {strategy}, 32 in flight ...");
         let q = loadtest::quotes::run(
             gateway,
+            loadtest::stack_api_key().as_deref(),
             "mag-safe-phone-case",
             &format!("qty=1&strategy={strategy}"),
             quote_requests,

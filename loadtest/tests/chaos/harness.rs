@@ -80,6 +80,9 @@ pub struct Wiring {
     /// The addresses of the order-history replicas (none: no history).
     pub history: Vec<String>,
     pub database_url: String,
+    /// The client key the load and the probes send (minted by
+    /// [`Wiring::start_pipeline`]).
+    api_key: std::sync::OnceLock<String>,
 }
 
 impl Wiring {
@@ -92,7 +95,25 @@ impl Wiring {
             extra: Vec::new(),
             history: Vec::new(),
             database_url: testkit::database_url(),
+            api_key: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This wiring's key store: its own schema, in its own database.
+    fn keys_config(&self) -> clients::KeysConfig {
+        testkit::keys_config_at(&self.prefix, &self.database_url)
+    }
+
+    /// The client key minted for this wiring.
+    pub fn api_key(&self) -> &str {
+        self.api_key
+            .get()
+            .expect("start_pipeline mints the key first")
+    }
+
+    /// An HTTP client sending this wiring's key.
+    pub fn http(&self) -> reqwest::Client {
+        testkit::client_with_key(self.api_key())
     }
 
     /// Runs `replicas` order-history replicas (started with
@@ -173,6 +194,8 @@ impl Wiring {
                 "warn,pipeline::amqp=info,order_history=info".into(),
             ),
             ("HISTORY_URLS", history_urls.join(",")),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("KEYS_SCHEMA", self.keys_config().schema),
         ]);
         for (k, v) in self.extra.iter().chain(own) {
             env.insert(k, v.clone());
@@ -201,10 +224,20 @@ impl Wiring {
     /// The gateway, then a processor and a notifier (kept alive by the
     /// returned workers).
     pub async fn start_pipeline(&self) -> (Service, [Service; 2]) {
-        let gateway = self.start("api-gateway").await;
+        let gateway = self.start_gateway().await;
         let processor = self.start("order-processor").await;
         let notifier = self.start("notifier").await;
         (gateway, [processor, notifier])
+    }
+
+    /// The gateway, with a client key minted for this wiring (the first
+    /// time).
+    pub async fn start_gateway(&self) -> Service {
+        if self.api_key.get().is_none() {
+            let key = testkit::mint_key_in(&self.keys_config(), "chaos", &[]).await;
+            let _ = self.api_key.set(key);
+        }
+        self.start("api-gateway").await
     }
 
     /// A connection to this wiring's Redis.
@@ -220,6 +253,7 @@ impl Wiring {
     pub fn load(&self, gateway: &Service, orders: u64) -> LoadConfig {
         let mut c = LoadConfig::local(orders);
         c.gateway = format!("http://{}", gateway.addr);
+        c.api_key = Some(self.api_key().to_owned());
         c.redis_url = self.redis_url.clone();
         c.key_prefix = self.key_prefix();
         c.topology_prefix = self.prefix.clone();
@@ -243,6 +277,7 @@ impl Wiring {
 
     pub async fn cleanup(&self) {
         testkit::delete_topology(&self.prefix).await;
+        testkit::drop_key_store_in(&self.keys_config()).await;
         if !self.history.is_empty() {
             let schema = testkit::history_schema(&self.prefix);
             let db = order_history::db::Database::new(
@@ -267,7 +302,8 @@ impl Wiring {
             let key = format!("{}inventory:probe-sku", self.key_prefix());
             let _: Result<(), _> = redis::AsyncCommands::set_nx(&mut c, key, 1_000_000).await;
         }
-        let http = reqwest::Client::builder()
+        let http = loadtest::client_builder(Some(self.api_key()))
+            .unwrap()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();

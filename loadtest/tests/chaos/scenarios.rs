@@ -77,7 +77,7 @@ async fn worker_sigkilled_repeatedly(
     other: &'static str,
 ) {
     let w = Wiring::new(scenario);
-    let gateway = w.start("api-gateway").await;
+    let gateway = w.start_gateway().await;
     let _other = w.start(other).await;
     let mut worker = w.start(victim).await;
     let n = orders();
@@ -292,7 +292,7 @@ async fn fault_t6_duplicate_storm_is_one_order_one_effect() {
     let key = |k: &str| format!("{}{k}", w.key_prefix());
     let _: () = redis.set(key("inventory:storm-sku"), 10).await.unwrap();
 
-    let http = reqwest::Client::new();
+    let http = w.http();
     let url = format!("http://{}/orders", gateway.addr);
     let storm = (0..100).map(|_| {
         let (http, url) = (http.clone(), url.clone());
@@ -355,7 +355,7 @@ async fn fault_t6_duplicate_storm_is_one_order_one_effect() {
 #[tokio::test]
 async fn fault_t7_oversell_race_reserves_exactly_the_stock() {
     let w = Wiring::new("t7-oversell");
-    let gateway = w.start("api-gateway").await;
+    let gateway = w.start_gateway().await;
     let _processor_a = w.start("order-processor").await;
     let _processor_b = w.start("order-processor").await;
     let _notifier = w.start("notifier").await;
@@ -386,7 +386,7 @@ async fn ledger_ignores_unrelated_traffic_and_counters() {
 
     let n = orders().min(300);
     let load = run(w.load(&gateway, n));
-    let http = reqwest::Client::new();
+    let http = w.http();
     let url = format!("http://{}/orders", gateway.addr);
     let noise = async {
         for i in 0..100 {

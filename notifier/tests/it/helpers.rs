@@ -170,7 +170,7 @@ impl Pipeline {
         ];
         Self {
             base,
-            client: reqwest::Client::new(),
+            client: testkit::client_with_key(&testkit::mint_key(&w.prefix, "tests", &[]).await),
             shutdown,
             tasks,
             notifier,

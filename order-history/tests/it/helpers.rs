@@ -120,6 +120,8 @@ pub async fn drop_schema(prefix: &str) {
 /// Gateway, processor and notifier (log sink) wired to `history`.
 pub struct Pipeline {
     pub base: String,
+    /// Sends the test's client key (scope `admin`).
+    pub client: reqwest::Client,
     pub processor: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -166,6 +168,7 @@ impl Pipeline {
         ];
         Self {
             base,
+            client: testkit::client_with_key(&testkit::mint_key(prefix, "tests", &[]).await),
             processor: processor_addr,
             shutdown,
             tasks,
@@ -173,7 +176,7 @@ impl Pipeline {
     }
 
     pub async fn post(&self, body: &str) -> reqwest::Response {
-        reqwest::Client::new()
+        self.client
             .post(format!("{}/orders", self.base))
             .header("content-type", "application/json")
             .body(body.to_owned())
@@ -183,7 +186,11 @@ impl Pipeline {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{path}", self.base)).await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(self) {

@@ -106,7 +106,8 @@ async fn a_finished_order_expires_from_redis_and_is_never_decided_or_notified_ag
         )
         .await
         .unwrap();
-    let res = reqwest::Client::new()
+    let res = p
+        .client
         .post(format!("{}/orders", p.base))
         .header("content-type", "application/json")
         .header("idempotency-key", "k-linked")

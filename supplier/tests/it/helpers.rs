@@ -122,11 +122,12 @@ impl World {
         // Also the shortest deadline whose silence counts against a circuit.
         quotes.default_timeout = Duration::from_millis(1000);
         let gateway = start_gateway(&prefix, quotes.clone()).await;
+        let key = testkit::mint_key(&prefix, "tests", &[]).await;
         let mut world = Self {
             redis: testkit::redis().await,
             prefix,
             gateway,
-            client: reqwest::Client::new(),
+            client: testkit::client_with_key(&key),
             quotes,
             suppliers: HashMap::new(),
         };
@@ -241,6 +242,7 @@ impl World {
         let topology = self.topology();
         self.gateway.stop().await;
         testkit::delete_topology(&self.prefix).await;
+        testkit::drop_key_store(&self.prefix).await;
         let conn = testkit::inspector().await;
         let channel = conn.create_channel().await.unwrap();
         for id in self.quotes.suppliers.iter() {
