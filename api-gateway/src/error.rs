@@ -30,7 +30,8 @@ pub enum ApiError {
     #[error("this idempotency key was already used for a different request")]
     KeyReused,
     #[error(
-        "order id {0} already names an order with a different sku, qty or quote; choose a new id"
+        "order id {} already names an order with a different sku, qty or quote; choose a new id",
+        .0.local()
     )]
     OrderIdConflict(pipeline::domain::OrderId),
     #[error("order not found")]
@@ -262,6 +263,15 @@ impl IntoResponse for ApiError {
                 .detail("the quotes could not be kept, so none can be ordered against; retry later")
                 .retry_after(RETRY_AFTER_UNAVAILABLE)
             }
+            Self::Quotes(crate::quotes::QuoteError::Budget { retry_after, .. }) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quote-budget-exhausted",
+                "Quote budget exhausted",
+            )
+            .detail(format!(
+                "{detail}; order against the quotes you hold or wait for them to expire"
+            ))
+            .retry_after(retry_after),
             Self::InvalidQuote(_) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-quote",

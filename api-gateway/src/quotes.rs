@@ -12,7 +12,7 @@ use std::time::Duration;
 use pipeline::amqp::Broker;
 use pipeline::api::DestinationStatus;
 use pipeline::config::{ConfigError, at_least, between, millis};
-use pipeline::domain::{Currency, QuoteId, SupplierId};
+use pipeline::domain::{ClientId, Currency, QuoteId, SupplierId};
 use pipeline::domain::{Quantity, Sku};
 use pipeline::keys::Keys;
 use pipeline::messages::now_ms;
@@ -49,10 +49,18 @@ pub struct QuotesConfig {
     /// Quote requests waiting for replies at once; beyond, 503.
     #[arg(id = "QUOTE_MAX_PENDING", long = "quote-max-pending", env = "QUOTE_MAX_PENDING", default_value = "10000", value_parser = at_least::<usize>(1))]
     pub max_pending: usize,
+    /// Unexpired quotes one client may hold at once; past it, 429 until
+    /// the oldest expires.
+    #[arg(id = "QUOTE_MAX_OUTSTANDING", long = "quote-max-outstanding", env = "QUOTE_MAX_OUTSTANDING", default_value = "10000", value_parser = at_least::<u64>(1))]
+    pub max_outstanding: u64,
     /// Every supplier's circuit breaker.
     #[command(flatten)]
     pub breaker: BreakerConfig,
 }
+
+/// `issue_quotes.lua`: a client's quotes kept within its budget.
+static ISSUE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("issue_quotes.lua")));
 
 /// `QUOTE_SUPPLIERS`: ids in order, no duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,6 +135,8 @@ impl QuotesConfig {
 /// One validated quote request.
 #[derive(Debug, Clone)]
 pub struct Ask {
+    /// Whose quotes these are: only this client can order against them.
+    pub client: ClientId,
     pub sku: Sku,
     pub qty: Quantity,
     pub strategy: Strategy,
@@ -161,6 +171,13 @@ pub enum QuoteError {
     Gather(#[from] GatherError),
     #[error("could not keep the quotes: {0}")]
     Store(#[source] anyhow::Error),
+    /// The client holds QUOTE_MAX_OUTSTANDING unexpired quotes.
+    #[error("{held} unexpired quotes held, the most one client may hold is {max}")]
+    Budget {
+        held: u64,
+        max: u64,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Clone)]
@@ -235,6 +252,8 @@ impl Quotes {
 
     /// Asks every supplier, judges the answers, keeps the quotes handed out.
     pub async fn ask(&self, ask: Ask) -> Result<Answer, QuoteError> {
+        // A client at its budget is told before any supplier is asked.
+        self.within_budget(&ask.client).await?;
         let started = Instant::now();
         let request = QuoteRequest {
             request_id: uuid::Uuid::now_v7().simple().to_string(),
@@ -266,9 +285,7 @@ impl Quotes {
         metrics::histogram!("quote_request_duration_seconds", "strategy" => strategy.as_str())
             .record(started.elapsed().as_secs_f64());
         let quotes = match &judgement {
-            Judgement::Found { offers, .. } => {
-                self.issue(&ask, offers).await.map_err(QuoteError::Store)?
-            }
+            Judgement::Found { offers, .. } => self.issue(&ask, offers).await?,
             _ => Vec::new(),
         };
         Ok(Answer {
@@ -280,9 +297,49 @@ impl Quotes {
         })
     }
 
+    /// 429 when `client` already holds its budget of unexpired quotes.
+    async fn within_budget(&self, client: &ClientId) -> Result<(), QuoteError> {
+        let key = self.keys.quotes_out(client);
+        let now = now_ms();
+        let mut conn = self.pool.connection();
+        let (held, oldest): (u64, Vec<(String, u64)>) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(&key)
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| QuoteError::Store(e.into()))?;
+        if held < self.config.max_outstanding {
+            return Ok(());
+        }
+        let wait = oldest
+            .first()
+            .map_or(1000, |(_, until)| until.saturating_sub(now));
+        Err(self.over_budget(held, wait))
+    }
+
+    fn over_budget(&self, held: u64, wait_ms: u64) -> QuoteError {
+        metrics::counter!("quote_budget_refusals_total").increment(1);
+        QuoteError::Budget {
+            held,
+            max: self.config.max_outstanding,
+            retry_after: Duration::from_millis(wait_ms.max(1000)),
+        }
+    }
+
     /// Gives every offer an id and keeps it in Redis until `valid_until`
-    /// (and [`EXPIRED_QUOTE_KEPT`] beyond, to tell "expired" from "unknown").
-    async fn issue(&self, ask: &Ask, offers: &[Offer]) -> anyhow::Result<Vec<IssuedQuote>> {
+    /// (and [`EXPIRED_QUOTE_KEPT`] beyond, to tell "expired" from "unknown"),
+    /// as the asking client's, within its budget (`issue_quotes.lua`).
+    async fn issue(&self, ask: &Ask, offers: &[Offer]) -> Result<Vec<IssuedQuote>, QuoteError> {
         let valid_until_ms = now_ms() + self.config.validity.as_millis() as u64;
         let keep_until_ms = valid_until_ms + EXPIRED_QUOTE_KEPT.as_millis() as u64;
         let issued: Vec<IssuedQuote> = offers
@@ -293,32 +350,36 @@ impl Quotes {
                 valid_until_ms,
             })
             .collect();
-        // Atomic: a hash is never left without its expiry.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for q in &issued {
-            let key = self.keys.quote(&q.id);
-            pipe.hset_multiple(
-                &key,
-                &[
-                    ("supplier", q.offer.supplier.as_str().to_owned()),
-                    ("sku", ask.sku.as_str().to_owned()),
-                    ("qty", ask.qty.get().to_string()),
-                    ("unit_price_minor", q.offer.unit_price_minor.to_string()),
-                    ("total_minor", q.offer.total_minor.to_string()),
-                    ("currency", q.offer.currency.as_str().to_owned()),
-                    ("delivery_days", q.offer.delivery_days.to_string()),
-                    ("valid_until_ms", valid_until_ms.to_string()),
-                ],
-            )
-            .ignore()
-            .cmd("PEXPIREAT")
-            .arg(&key)
+        let mut invocation = ISSUE.prepare_invoke();
+        invocation
+            .key(self.keys.quotes_out(&ask.client))
+            .arg(self.config.max_outstanding)
+            .arg(valid_until_ms)
             .arg(keep_until_ms)
-            .ignore();
+            .arg(ask.client.as_str())
+            .arg(ask.sku.as_str())
+            .arg(ask.qty.get());
+        for q in &issued {
+            invocation
+                .key(self.keys.quote(&q.id))
+                .arg(q.id.as_str())
+                .arg(q.offer.supplier.as_str())
+                .arg(q.offer.unit_price_minor)
+                .arg(q.offer.total_minor)
+                .arg(q.offer.currency.as_str())
+                .arg(q.offer.delivery_days);
         }
         let mut conn = self.pool.connection();
-        let () = pipe.query_async(&mut conn).await?;
-        Ok(issued)
+        let reply: Vec<u64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| QuoteError::Store(e.into()))?;
+        match reply.as_slice() {
+            [1, _] => Ok(issued),
+            [0, held, wait] => Err(self.over_budget(*held, *wait)),
+            other => Err(QuoteError::Store(anyhow::anyhow!(
+                "unexpected issue_quotes.lua reply {other:?}"
+            ))),
+        }
     }
 }

@@ -93,19 +93,12 @@ pub enum KeysCommand {
     Revoke { key_id: String },
 }
 
-/// A client's name: 1-64 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+/// A client's name ([`pipeline::domain::ClientId`]): 1-64 of
+/// `a-z A-Z 0-9 . _ -`, not `.` or `..`.
 pub fn client_name(raw: &str) -> Result<String, String> {
-    let ok = (1..=64).contains(&raw.len())
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && raw != "."
-        && raw != "..";
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err("use 1-64 of a-z A-Z 0-9 . _ - (not . or ..)".into())
-    }
+    pipeline::domain::ClientId::parse(raw)
+        .map(String::from)
+        .map_err(|e| e.reason)
 }
 
 impl KeysCommand {
@@ -178,7 +171,7 @@ mod tests {
         for ok in ["demo", "shop-1", "a.b_c"] {
             assert_eq!(client_name(ok).as_deref(), Ok(ok));
         }
-        for bad in ["", ".", "..", "a b", "é", &"x".repeat(65)] {
+        for bad in ["", ".", "..", "a b", "a/b", "a:b", "é", &"x".repeat(65)] {
             assert!(client_name(bad).is_err(), "{bad}");
         }
     }

@@ -65,7 +65,8 @@ impl FromStr for Scope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub key_id: String,
-    pub client: String,
+    /// The client whose orders, idempotency keys and quotes these are.
+    pub client: pipeline::domain::ClientId,
     pub scopes: Vec<Scope>,
     pub orders_per_sec: Option<u32>,
     pub quotes_per_sec: Option<u32>,
@@ -99,7 +100,7 @@ mod tests {
     fn admin_may_do_everything_others_only_theirs() {
         let who = |scopes: Vec<Scope>| Principal {
             key_id: "k".into(),
-            client: "c".into(),
+            client: pipeline::domain::ClientId::parse("c").unwrap(),
             scopes,
             orders_per_sec: None,
             quotes_per_sec: None,

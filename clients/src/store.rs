@@ -162,7 +162,7 @@ fn principal(row: &tokio_postgres::Row) -> anyhow::Result<Principal> {
     let limit = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
     Ok(Principal {
         key_id: row.get(0),
-        client: row.get(1),
+        client: pipeline::domain::ClientId::parse(row.get(1))?,
         scopes: scopes
             .iter()
             .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))

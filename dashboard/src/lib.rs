@@ -303,9 +303,11 @@ fn live(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive))
 }
 
-/// `GET /orders/{id}`: the order's journey, with its notification.
+/// `GET /orders/{id}`: the order's journey, with its notification; `id`
+/// is qualified (`<client>/<id>`, the slash encoded as `%2F` in the path,
+/// or the bare id of the client `default`).
 async fn order(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
-    let id = match OrderId::parse(&raw) {
+    let id = match OrderId::parse_qualified(&raw) {
         Ok(id) => id,
         Err(e) => {
             return Problem::new(

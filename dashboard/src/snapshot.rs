@@ -331,7 +331,7 @@ pub async fn recent_orders(pool: &Redis, keys: &Keys, n: isize) -> anyhow::Resul
         .lrange::<_, Vec<String>>(keys.recent_orders(), 0, n - 1)
         .await?
         .iter()
-        .filter_map(|id| OrderId::parse(id).ok())
+        .filter_map(|id| OrderId::parse_qualified(id).ok())
         .collect();
     if ids.is_empty() {
         return Ok(Vec::new());

@@ -21,6 +21,8 @@ pub struct LoadConfig {
     pub gateway: String,
     /// The client key sent with every request (`op_...`).
     pub api_key: Option<String>,
+    /// That key's client: the run's orders are its (`<client>/<id>`).
+    pub client: pipeline::domain::ClientId,
     pub redis_url: String,
     /// The stack's `REDIS_KEY_PREFIX`.
     pub key_prefix: String,
@@ -74,8 +76,9 @@ impl LoadConfig {
     pub fn local(orders: u64) -> Self {
         Self {
             gateway: "http://127.0.0.1:8080".into(),
-            // The demo client's key `make up` minted, if any.
-            api_key: crate::stack_api_key(),
+            // Set from a [`crate::RunKey`].
+            api_key: None,
+            client: pipeline::domain::ClientId::default_client(),
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: String::new(),
             amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
@@ -98,8 +101,17 @@ impl LoadConfig {
         }
     }
 
+    /// Order `i`'s id, as the run sends it.
     fn order_id(&self, i: u64) -> String {
         format!("{}-{i}", self.run_id)
+    }
+
+    /// Order `i`'s id as the stack keeps it (qualified by the client).
+    fn stored_id(&self, i: u64) -> String {
+        pipeline::domain::OrderId::parse(&self.order_id(i))
+            .expect("run ids are order ids")
+            .scoped(&self.client)
+            .to_string()
     }
 
     fn sku(&self, i: u64) -> String {
@@ -518,7 +530,7 @@ async fn read_orders(
     for chunk in ids.chunks(500) {
         let mut pipe = redis::pipe();
         for &i in chunk {
-            let id = config.order_id(i);
+            let id = config.stored_id(i);
             pipe.cmd("HMGET")
                 .arg(config.key(&format!("order:{id}")))
                 .arg(&[
@@ -559,7 +571,7 @@ async fn read_orders(
             .zip(&out)
             .enumerate()
             .filter(|(_, (_, st))| st.status.is_none() && st.sku.is_none())
-            .map(|(k, (i, _))| (k, config.order_id(*i)))
+            .map(|(k, (i, _))| (k, config.stored_id(*i)))
             .collect();
         let names: Vec<String> = gone.iter().map(|(_, id)| id.clone()).collect();
         let found = history.orders(&names).await?;
@@ -629,7 +641,7 @@ async fn verify_history(
         .iter()
         .zip(&states)
         .filter(|(i, st)| seen[**i as usize] == Some(Seen::Accepted) || st.accepted_at.is_some())
-        .map(|(i, st)| (config.order_id(*i), st))
+        .map(|(i, st)| (config.stored_id(*i), st))
         .collect();
     let names: Vec<String> = in_pipeline.iter().map(|(id, _)| id.clone()).collect();
     let final_status = |st: &OrderState| match st.outcome.as_deref() {

@@ -67,8 +67,9 @@ struct RunArgs {
     /// The gateway's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
-    /// The client key to send (`op_...`; default: the one `make up` wrote
-    /// to .stack/api-key).
+    /// The client key to send (`op_...`); its client is read from the key
+    /// store. Default: a key minted for this run (client `loadtest`, no
+    /// limit it reaches) in the stack's key store, revoked at the end.
     #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// The stack's Redis.
@@ -130,7 +131,6 @@ impl RunArgs {
     fn config(&self) -> LoadConfig {
         LoadConfig {
             gateway: self.gateway.clone(),
-            api_key: self.api_key.clone().or_else(loadtest::stack_api_key),
             redis_url: self.redis.clone(),
             key_prefix: self.key_prefix.clone(),
             amqp_url: Some(self.amqp.clone()),
@@ -163,7 +163,19 @@ async fn main() {
         std::process::exit(probe(args).await);
     }
     let args = cli.run;
-    let report = match run(args.config()).await {
+    let key =
+        match loadtest::RunKey::given_or_minted(args.api_key.clone(), &args.database_url).await {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("loadtest: {e:#}");
+                std::process::exit(1);
+            }
+        };
+    let mut config = args.config();
+    key.apply(&mut config);
+    let report = run(config).await;
+    key.finish().await;
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             eprintln!("loadtest failed: {e:#}");

@@ -510,7 +510,8 @@ fn parse(delivery: &Delivery) -> Result<Parsed, Disposition> {
         .unwrap_or_else(TraceParent::generate);
     let notification = Notification {
         event_id: message_id.unwrap_or_else(|| Outcome::Reserved.event_id(&event.id)),
-        order_id: event.id.to_string(),
+        client: event.id.client().to_owned(),
+        order_id: event.id.local().to_owned(),
         sku: event.sku.to_string(),
         qty: event.qty.get(),
         status: "reserved",

@@ -15,6 +15,8 @@ pub struct Notification {
     /// The event's id (`<order id>:created`); also the webhook's
     /// `Idempotency-Key`, the same on every re-send.
     pub event_id: String,
+    /// The order's client, and its id as the client named it.
+    pub client: String,
     pub order_id: String,
     pub sku: String,
     pub qty: u32,

@@ -120,6 +120,8 @@ async fn root() -> Json<Value> {
 /// The filters of `GET /orders`, validated.
 #[derive(Debug, Default, PartialEq)]
 pub struct Filter {
+    /// One client's orders only.
+    pub client: Option<String>,
     pub status: Option<OrderStatus>,
     pub sku: Option<String>,
     /// A PostgreSQL timestamp (RFC 3339 works) or ms since the epoch.
@@ -130,7 +132,9 @@ pub struct Filter {
     pub cursor: Option<i64>,
 }
 
-const QUERY_FIELDS: [&str; 6] = ["status", "sku", "since", "until", "limit", "cursor"];
+const QUERY_FIELDS: [&str; 7] = [
+    "client", "status", "sku", "since", "until", "limit", "cursor",
+];
 
 /// Reads the query string; an unknown parameter or a bad value is an error
 /// naming it (a typo must not silently widen a filter).
@@ -156,6 +160,13 @@ pub fn parse_filter(query: &HashMap<String, String>) -> Result<Filter, ApiError>
                 format!("unknown status {raw:?}; one of {}", all.join(", ")),
             )
         })?);
+    }
+    if let Some(raw) = query.get("client") {
+        filter.client = Some(
+            pipeline::domain::ClientId::parse(raw)
+                .map_err(|e| invalid("client", e.to_string()))?
+                .to_string(),
+        );
     }
     if let Some(raw) = query.get("sku") {
         filter.sku = Some(
@@ -229,7 +240,7 @@ async fn timestamp(
     }
 }
 
-const ORDER_COLUMNS: &str = "id, sku, qty, status, reason, timestamps::text, first_offset";
+const ORDER_COLUMNS: &str = "id, sku, qty, status, reason, timestamps::text, first_offset, client";
 
 fn order_view(row: &tokio_postgres::Row) -> Result<HistoryOrder, ApiError> {
     let id: String = row.get(0);
@@ -238,7 +249,8 @@ fn order_view(row: &tokio_postgres::Row) -> Result<HistoryOrder, ApiError> {
     let timestamps: String = row.get(5);
     let broken = |what: String| ApiError::Unavailable(anyhow::anyhow!("order {id}: {what}"));
     Ok(HistoryOrder {
-        id: OrderId::parse(&id).map_err(|e| broken(e.to_string()))?,
+        id: OrderId::parse_qualified(&id).map_err(|e| broken(e.to_string()))?,
+        client: row.get(7),
         status: OrderStatus::parse(&status)
             .ok_or_else(|| broken(format!("unknown status {status:?}")))?,
         sku: row.get(1),
@@ -265,7 +277,8 @@ async fn list_orders(
         .query(
             &format!(
                 "SELECT {ORDER_COLUMNS} FROM orders
-                  WHERE ($1::text IS NULL OR status = $1)
+                  WHERE ($7::text IS NULL OR client = $7)
+                    AND ($1::text IS NULL OR status = $1)
                     AND ($2::text IS NULL OR sku = $2)
                     AND ($3::timestamptz IS NULL OR placed_at >= $3)
                     AND ($4::timestamptz IS NULL OR placed_at < $4)
@@ -280,6 +293,7 @@ async fn list_orders(
                 &until,
                 &filter.cursor,
                 &filter.limit,
+                &filter.client,
             ],
         )
         .await?;
@@ -297,7 +311,7 @@ async fn get_order(
     State(api): State<Api>,
     Path(raw): Path<String>,
 ) -> Result<Json<HistoryOrder>, ApiError> {
-    let id = OrderId::parse(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))?;
+    let id = OrderId::parse_qualified(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))?;
     let client = client(&api.pool).await?;
     let row = client
         .query_opt(

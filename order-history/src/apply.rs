@@ -307,7 +307,7 @@ pub async fn apply(
     let finished = fold(&events)
         .iter()
         .filter(|c| c.status.is_final())
-        .filter_map(|c| OrderId::parse(&c.id).ok())
+        .filter_map(|c| OrderId::parse_qualified(&c.id).ok())
         .collect();
     Ok(Applied {
         inserted: fresh.len(),

@@ -10,8 +10,10 @@ use tokio_postgres::Client;
 pub use pgdb::{Manager, Pool};
 
 /// The migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[pgdb::Migration] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[pgdb::Migration] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "client", include_str!("../migrations/0002_client.sql")),
+];
 
 /// The first half of the active replica's advisory lock key (the second is
 /// the schema's hash): "hist".

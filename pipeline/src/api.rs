@@ -81,7 +81,11 @@ impl CircuitState {
 /// the dashboard serve once the order's Redis record has expired).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryOrder {
+    /// The qualified id (`<client>/<id>`, or the bare id of `default`).
     pub id: OrderId,
+    /// The client the order belongs to.
+    #[serde(default = "default_client")]
+    pub client: String,
     pub status: OrderStatus,
     pub sku: String,
     pub qty: u32,
@@ -96,6 +100,19 @@ pub struct HistoryOrder {
     /// The order's events in stream order (only for `GET /orders/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<HistoryEvent>>,
+}
+
+fn default_client() -> String {
+    crate::domain::ClientId::DEFAULT.to_owned()
+}
+
+impl HistoryOrder {
+    /// The order as its own client sees it: its own id, no qualifier.
+    pub fn client_view(&self) -> serde_json::Value {
+        let mut view = serde_json::to_value(self).expect("an order serialises");
+        view["id"] = serde_json::Value::from(self.id.local());
+        view
+    }
 }
 
 /// One event of an order's timeline in the history.

@@ -20,7 +20,8 @@ pub fn order_view(id: &OrderId, fields: &BTreeMap<String, String>) -> Value {
         }
     }
     let mut view = json!({
-        "id": id.as_str(),
+        "id": id.local(),
+        "client": id.client(),
         "status": fields.get("status"),
         "sku": fields.get("sku"),
         "qty": fields.get("qty").and_then(|q| q.parse::<u64>().ok()),

@@ -111,6 +111,11 @@ pub fn keys_config_at(prefix: &str, database_url: &str) -> clients::KeysConfig {
     }
 }
 
+/// The client of the keys the tests' helpers mint: `default`, whose orders
+/// keep their bare ids (`order:<id>`), as every order did before client
+/// keys. Tests of scoping mint keys of other clients beside it.
+pub const TEST_CLIENT: &str = pipeline::domain::ClientId::DEFAULT;
+
 /// A fresh key in `prefix`'s key store, with `scopes` (`admin` when empty),
 /// for client `client`: what a test sends as `Authorization: Bearer <key>`.
 pub async fn mint_key(prefix: &str, client: &str, scopes: &[clients::Scope]) -> String {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeline::domain::QuoteId;
-use pipeline::domain::{IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
+use pipeline::domain::{ClientId, IdempotencyKey, InvalidField, OrderId, Quantity, Sku};
 use pipeline::messages::{EventKind, OrderPlaced, now_ms};
 use pipeline::trace::TraceParent;
 use serde_json::{Map, Value, json};
@@ -85,6 +85,8 @@ pub fn parse_order(body: &[u8], max_qty: u32) -> Result<OrderRequest, ApiError> 
         }));
     }
     Ok(OrderRequest {
+        // The caller's, set by the handler from its key.
+        client: ClientId::default_client(),
         id,
         sku,
         qty,
@@ -126,6 +128,7 @@ async fn create_order(
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
     let (parts, body) = request.into_parts();
+    let client = caller(&parts.extensions)?;
     if !is_json(&parts.headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -149,7 +152,8 @@ async fn create_order(
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
             _ => ApiError::MalformedJson(rejection.body_text()),
         })?;
-    let request = parse_order(&body, state.max_qty)?;
+    let mut request = parse_order(&body, state.max_qty)?;
+    request.client = client;
     let key = key?;
 
     // Run the intake in its own task: a client that hangs up mid-request must not
@@ -303,11 +307,22 @@ async fn intake(
     Ok(order_response(&response, false))
 }
 
-/// The answer to an accepted order (first time, or replayed for an id).
+/// The client whose key the request carried (`clients::require` put it there).
+fn caller(extensions: &axum::http::Extensions) -> Result<ClientId, ApiError> {
+    extensions
+        .get::<clients::Principal>()
+        .map(|p| p.client.clone())
+        .ok_or_else(|| {
+            ApiError::Unexpected(anyhow::anyhow!("an order route without its key check"))
+        })
+}
+
+/// The answer to an accepted order (first time, or replayed for an id): the
+/// client's own id.
 fn accepted_response(id: &OrderId) -> StoredResponse {
     StoredResponse {
         status: StatusCode::ACCEPTED.as_u16(),
-        body: json!({"id": id.as_str(), "status": "accepted"}).to_string(),
+        body: json!({"id": id.local(), "status": "accepted"}).to_string(),
     }
 }
 
@@ -333,11 +348,16 @@ fn order_response(stored: &StoredResponse, replayed: bool) -> Response {
     res
 }
 
+/// `GET /orders/{id}`: the caller's own order; another client's id is 404,
+/// exactly like an id nobody used.
 async fn get_order(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<clients::Principal>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = OrderId::parse(&raw).map_err(ApiError::InvalidField)?;
+    let id = OrderId::parse(&raw)
+        .map_err(ApiError::InvalidField)?
+        .scoped(&principal.client);
     let view = pipeline::view::load_order(&state.pool, &state.keys, &id, false)
         .await
         .map_err(ApiError::StoreUnavailable)?;
@@ -350,7 +370,7 @@ async fn get_order(
         return Err(ApiError::OrderNotFound);
     };
     match history.order(&id).await {
-        Ok(Some(view)) => Ok(Json(view).into_response()),
+        Ok(Some(order)) => Ok(Json(order.client_view()).into_response()),
         Ok(None) => Err(ApiError::OrderNotFound),
         Err(e) => Err(ApiError::HistoryUnavailable(e)),
     }

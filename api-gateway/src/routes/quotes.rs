@@ -114,6 +114,8 @@ pub fn parse_ask(
         }
     };
     Ok(Ask {
+        // The caller's, set by the handler from its key.
+        client: pipeline::domain::ClientId::default_client(),
         sku,
         qty: qty.unwrap_or(Quantity::parse(1, max_qty).map_err(ApiError::InvalidField)?),
         strategy,
@@ -129,6 +131,7 @@ fn invalid(field: &'static str, reason: String) -> ApiError {
 
 async fn get_quotes(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<clients::Principal>,
     Path(sku): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
@@ -136,7 +139,8 @@ async fn get_quotes(
     if quotes.config().suppliers.is_empty() {
         return Err(ApiError::NoSuppliersConfigured);
     }
-    let ask = parse_ask(&sku, &query, quotes.config(), state.max_qty)?;
+    let mut ask = parse_ask(&sku, &query, quotes.config(), state.max_qty)?;
+    ask.client = principal.client;
     // In its own task: a client that hangs up does not cut a gather short
     // (its permits and pending entry are settled either way).
     let answer = tokio::spawn({

@@ -37,7 +37,7 @@ pub async fn spawn_with(config: GatewayConfig) -> TestApp {
     let addr = app.local_addr();
     let server = tokio::spawn(app.run_until_stopped());
     // The tests' own client key: every scope, as an operator's would have.
-    let key = testkit::mint_key_in(&config.keys, "tests", &[]).await;
+    let key = testkit::mint_key_in(&config.keys, testkit::TEST_CLIENT, &[]).await;
     TestApp {
         addr,
         config,

@@ -85,6 +85,7 @@ async fn a_key_without_a_body_id_keeps_its_minted_id_after_an_expired_lease() {
     let body = r#"{"sku":"mag-safe-phone-case","qty":1}"#;
     // Another gateway claimed the key, minted an id, and died mid-publish.
     let request = IntakeRequest {
+        client: pipeline::domain::ClientId::default_client(),
         id: None,
         sku: Sku::parse("mag-safe-phone-case").unwrap(),
         qty: Quantity::parse(1, 1000).unwrap(),
@@ -188,6 +189,7 @@ async fn header_keys_and_body_ids_never_block_each_other() {
 async fn a_claimed_but_unconfirmed_id_is_not_an_order_yet() {
     let app = spawn_app().await;
     let request = IntakeRequest {
+        client: pipeline::domain::ClientId::default_client(),
         id: Some(pipeline::domain::OrderId::parse("pending-1").unwrap()),
         sku: Sku::parse("s").unwrap(),
         qty: Quantity::parse(1, 1000).unwrap(),

@@ -171,6 +171,7 @@ async fn same_key_while_the_first_is_in_flight_is_409_with_retry_after() {
     // Another gateway instance holds the key, mid-publish.
     let store = app.store();
     let request = IntakeRequest {
+        client: pipeline::domain::ClientId::default_client(),
         id: Some(OrderId::parse("order123").unwrap()),
         sku: Sku::parse("mag-safe-phone-case").unwrap(),
         qty: Quantity::parse(2, 1000).unwrap(),

@@ -7,4 +7,5 @@ mod hardening;
 mod helpers;
 mod identity;
 mod intake;
+mod scoping;
 mod validation;

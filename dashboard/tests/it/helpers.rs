@@ -91,7 +91,7 @@ impl Stack {
         let gateway_url = format!("http://{}", gateway.local_addr());
         tasks.push(tokio::spawn(gateway.run_until_stopped()));
         // One admin key: the tests' client and the dashboard's `/suppliers`.
-        let key = testkit::mint_key(&prefix, "tests", &[]).await;
+        let key = testkit::mint_key(&prefix, testkit::TEST_CLIENT, &[]).await;
         let dash = Dashboard::build(
             DashboardConfig {
                 service: testkit::service_config(&prefix, "dashboard-test"),

@@ -111,13 +111,23 @@ async fn main() -> anyhow::Result<()> {
     let mut probes = vec![probe::confirmed_publish_rate(amqp, 50_000, 512).await?];
     eprintln!("    {:.0} msg/s", probes[0]);
 
+    // One client key for every phase, minted in the stack's key store.
+    let key = {
+        use secrecy::ExposeSecret;
+        loadtest::RunKey::mint(stack_history().database_url.expose_secret()).await?
+    };
+    let keyed = |c: LoadConfig| {
+        let mut c = with_history(c);
+        key.apply(&mut c);
+        c
+    };
     let gateway = "http://127.0.0.1:8080";
     let mut quotes = Vec::new();
     for strategy in ["all", "fastest"] {
         eprintln!("(q) quotes from three suppliers, strategy {strategy}, 32 in flight ...");
         let q = loadtest::quotes::run(
             gateway,
-            loadtest::stack_api_key().as_deref(),
+            Some(key.key.as_str()),
             "mag-safe-phone-case",
             &format!("qty=1&strategy={strategy}"),
             quote_requests,
@@ -135,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     // Orders finished before the drain ends may already have left Redis
     // (a short ORDER_RETENTION_SECS): the ledger reads them from the history.
     let intake_config = |tag: &str| {
-        let mut c = with_history(LoadConfig::local(intake_orders));
+        let mut c = keyed(LoadConfig::local(intake_orders));
         c.concurrency = 64;
         c.retry_share = 0.0;
         c.run_id = format!("bench-intake-{tag}-{}", std::process::id());
@@ -167,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let broker_before = loadtest::cost::broker_operations(&service_metrics).await;
     let redis_before = loadtest::cost::redis_commands(redis_url).await?;
     let cpu_before = CpuSample::take(&processes);
-    let mut e2e = with_history(LoadConfig::local(orders));
+    let mut e2e = keyed(LoadConfig::local(orders));
     e2e.concurrency = 64;
     e2e.drain_timeout = Duration::from_secs(1800);
     e2e.run_id = format!("bench-e2e-{}", std::process::id());
@@ -194,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             "(o) open loop at {:.0} % of capacity: {rate:.0} orders/s for {open_secs} s ...",
             share * 100.0
         );
-        let mut c = with_history(LoadConfig::local((rate * open_secs as f64) as u64));
+        let mut c = keyed(LoadConfig::local((rate * open_secs as f64) as u64));
         c.rate = Some(rate);
         c.concurrency = 2_048;
         c.retry_share = 0.0;
@@ -222,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
     let mut memory = vec![("before".to_owned(), redis_memory(redis_url).await?)];
     for round in 1..=rounds {
         eprintln!("(e) Redis memory, round {round} of {rounds} (8,000 orders) ...");
-        let mut c = with_history(LoadConfig::local(8_000));
+        let mut c = keyed(LoadConfig::local(8_000));
         c.run_id = format!("bench-retention-{round}-{}", std::process::id());
         c.progress = false;
         let r = run(c).await?;
@@ -468,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
         "wrote docs/performance.md, {}, bench/runs.md (appended) and bench/last-run.json",
         svg_path.display()
     );
+    key.finish().await;
     if !e2e.ok() || !intake.ok() || !unrouted.ok() || quotes.iter().any(|(_, q)| !q.ok()) {
         std::process::exit(1);
     }

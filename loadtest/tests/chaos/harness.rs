@@ -234,7 +234,7 @@ impl Wiring {
     /// time).
     pub async fn start_gateway(&self) -> Service {
         if self.api_key.get().is_none() {
-            let key = testkit::mint_key_in(&self.keys_config(), "chaos", &[]).await;
+            let key = testkit::mint_key_in(&self.keys_config(), testkit::TEST_CLIENT, &[]).await;
             let _ = self.api_key.set(key);
         }
         self.start("api-gateway").await

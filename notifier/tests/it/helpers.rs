@@ -170,7 +170,9 @@ impl Pipeline {
         ];
         Self {
             base,
-            client: testkit::client_with_key(&testkit::mint_key(&w.prefix, "tests", &[]).await),
+            client: testkit::client_with_key(
+                &testkit::mint_key(&w.prefix, testkit::TEST_CLIENT, &[]).await,
+            ),
             shutdown,
             tasks,
             notifier,

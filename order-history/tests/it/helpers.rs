@@ -168,7 +168,9 @@ impl Pipeline {
         ];
         Self {
             base,
-            client: testkit::client_with_key(&testkit::mint_key(prefix, "tests", &[]).await),
+            client: testkit::client_with_key(
+                &testkit::mint_key(prefix, testkit::TEST_CLIENT, &[]).await,
+            ),
             processor: processor_addr,
             shutdown,
             tasks,

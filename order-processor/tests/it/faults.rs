@@ -163,7 +163,8 @@ async fn end_to_end_a_posted_order_becomes_reserved() {
     let base = format!("http://{}", gateway.local_addr());
     let server = tokio::spawn(gateway.run_until_stopped());
 
-    let client = testkit::client_with_key(&testkit::mint_key(&w.prefix, "tests", &[]).await);
+    let client =
+        testkit::client_with_key(&testkit::mint_key(&w.prefix, testkit::TEST_CLIENT, &[]).await);
     let before = now_ms();
     let res = client
         .post(format!("{base}/orders"))

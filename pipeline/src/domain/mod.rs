@@ -59,16 +59,79 @@ fn parse_token(field: &'static str, raw: &str, max: usize) -> Result<String, Inv
     Ok(raw.to_owned())
 }
 
-/// An order id: 1–128 characters of `[A-Za-z0-9._:-]`.
+/// The client an order belongs to: 1–64 characters of `[A-Za-z0-9._-]`, not
+/// `.` or `..`. Orders placed before client keys existed belong to
+/// [`ClientId::DEFAULT`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub const MAX_LEN: usize = 64;
+    /// The client of every order placed without a key, before keys existed.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        let token = parse_token("client", raw, Self::MAX_LEN)?;
+        if token.contains(':') {
+            return Err(InvalidField::new(
+                "client",
+                "character ':' is not allowed; use A-Z a-z 0-9 . _ -",
+            ));
+        }
+        Ok(Self(token))
+    }
+
+    /// [`ClientId::DEFAULT`].
+    pub fn default_client() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An order id. What a client names (or the gateway mints for it) is 1–128
+/// characters of `[A-Za-z0-9._:-]`; the order's identity everywhere past the
+/// gateway is that id qualified by its client, `<client>/<id>` (a plain `<id>`
+/// for the client `default`, so the orders from before client keys keep their
+/// ids). Two clients naming the same id name two orders; `/` is in neither
+/// alphabet, so a qualified id reads back one way only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct OrderId(String);
 
 impl OrderId {
+    /// The longest id a client may name.
     pub const MAX_LEN: usize = 128;
 
+    /// A client's own id (no client qualifier): what `POST /orders` and
+    /// `GET /orders/{id}` take.
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         parse_token("id", raw, Self::MAX_LEN).map(Self)
+    }
+
+    /// A qualified id (`<client>/<id>`, or a plain `<id>` of the client
+    /// `default`), as messages, records and the history carry it.
+    pub fn parse_qualified(raw: &str) -> Result<Self, InvalidField> {
+        match raw.split_once('/') {
+            None => Self::parse(raw),
+            Some((client, local)) => {
+                let client = ClientId::parse(client)?;
+                if client.is_default() {
+                    return Err(InvalidField::new(
+                        "id",
+                        "an order of the client default is named by its id alone",
+                    ));
+                }
+                Ok(Self::parse(local)?.scoped(&client))
+            }
+        }
     }
 
     /// A fresh, time-ordered id for an order the client did not name.
@@ -76,8 +139,30 @@ impl OrderId {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
+    /// This (client's own) id as the order of `client`.
+    pub fn scoped(self, client: &ClientId) -> Self {
+        if client.is_default() {
+            self
+        } else {
+            Self(format!("{}/{}", client.as_str(), self.local()))
+        }
+    }
+
+    /// The whole, qualified id.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The client's own id, without its client.
+    pub fn local(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, id)| id)
+    }
+
+    /// The client the order belongs to.
+    pub fn client(&self) -> &str {
+        self.0
+            .split_once('/')
+            .map_or(ClientId::DEFAULT, |(client, _)| client)
     }
 }
 
@@ -180,12 +265,6 @@ macro_rules! string_newtype_impls {
                 f.write_str(&self.0)
             }
         }
-        impl TryFrom<String> for $t {
-            type Error = InvalidField;
-            fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
-            }
-        }
         impl From<$t> for String {
             fn from(v: $t) -> String {
                 v.0
@@ -193,7 +272,28 @@ macro_rules! string_newtype_impls {
         }
     )*};
 }
-string_newtype_impls!(OrderId, Sku);
+string_newtype_impls!(OrderId, Sku, ClientId);
+
+impl TryFrom<String> for OrderId {
+    type Error = InvalidField;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse_qualified(&raw)
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = InvalidField;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl TryFrom<String> for ClientId {
+    type Error = InvalidField;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -244,6 +344,41 @@ mod tests {
         let b = OrderId::generate();
         assert_ne!(a, b);
         assert!(OrderId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn an_id_scoped_by_its_client_reads_back_one_way() {
+        let demo = ClientId::parse("demo").unwrap();
+        let id = OrderId::parse("o-1").unwrap().scoped(&demo);
+        assert_eq!(id.as_str(), "demo/o-1");
+        assert_eq!((id.client(), id.local()), ("demo", "o-1"));
+        assert_eq!(OrderId::parse_qualified("demo/o-1").unwrap(), id);
+        let plain = OrderId::parse("o-1")
+            .unwrap()
+            .scoped(&ClientId::default_client());
+        assert_eq!(plain.as_str(), "o-1");
+        assert_eq!((plain.client(), plain.local()), ("default", "o-1"));
+        // Scoping twice keeps one client; another client's id is another order.
+        assert_eq!(id.clone().scoped(&demo), id);
+        let other = OrderId::parse("o-1")
+            .unwrap()
+            .scoped(&ClientId::parse("acme").unwrap());
+        assert_ne!(other, id);
+        for bad in ["default/o-1", "a/b/c", "/o-1", "demo/", "de:mo/o-1", "../x"] {
+            assert!(OrderId::parse_qualified(bad).is_err(), "{bad}");
+        }
+        let from_json: OrderId = serde_json::from_str("\"demo/o-1\"").unwrap();
+        assert_eq!(from_json, id);
+    }
+
+    #[test]
+    fn client_ids_are_plain_names() {
+        for ok in ["demo", "acme-2", "a.b_c"] {
+            assert!(ClientId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", &"c".repeat(65)] {
+            assert!(ClientId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,11 +31,12 @@
 -- ARGV[6] lease (ms), ARGV[7] order key prefix, ARGV[8] key record TTL (ms),
 -- ARGV[9] retired-ids filter key, ARGV[10] check it ('1' | '0'),
 -- ARGV[11] filter size (bits), ARGV[12] quote key ('' = none),
--- ARGV[13] quote id ('' = none)
+-- ARGV[13] quote id ('' = none), ARGV[14] the order's client
 --
 -- A quote-backed order (ARGV[13]): the quote id is part of the order's
 -- payload (same id + sku + qty + quote = same order). A new order's quote
--- must exist, be unexpired, be for this sku and qty, and back no other order
+-- must exist, be the same client's (another client's quote is unknown to
+-- this one), be unexpired, be for this sku and qty, and back no other order
 -- id ('invalid_quote' otherwise); the order record then keeps the quote's
 -- terms (supplier, price), and the quote remembers its order. A retry of the
 -- same order needs no valid quote any more: its record has the terms.
@@ -98,8 +99,8 @@ end
 
 if ARGV[13] ~= '' and not o[1] then
   local q = redis.call('HMGET', ARGV[12], 'sku', 'qty', 'valid_until_ms', 'order_id', 'supplier',
-    'unit_price_minor', 'total_minor', 'currency', 'delivery_days')
-  if not q[1] then
+    'unit_price_minor', 'total_minor', 'currency', 'delivery_days', 'client')
+  if not q[1] or (q[10] or 'default') ~= ARGV[14] then
     return {'invalid_quote', 'quote ' .. ARGV[13] .. ' is unknown or expired; ask for a new one with GET /quotes/{sku}'}
   end
   if not (q[2] and tonumber(q[3]) and q[5] and tonumber(q[6]) and tonumber(q[7]) and q[8]
@@ -115,7 +116,7 @@ if ARGV[13] ~= '' and not o[1] then
       ', not ' .. ARGV[3] .. ' x ' .. ARGV[2]}
   end
   if q[4] and q[4] ~= id then
-    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' already backs order ' .. q[4] .. '; a quote backs one order'}
+    return {'invalid_quote', 'quote ' .. ARGV[13] .. ' already backs order ' .. string.match(q[4], '[^/]*$') .. '; a quote backs one order'}
   end
   redis.call('HSET', ARGV[12], 'order_id', id)
   redis.call('HSET', order, 'quote_id', ARGV[13], 'supplier', q[5], 'unit_price_minor', q[6],

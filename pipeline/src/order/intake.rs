@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku};
+use crate::domain::{ClientId, IdempotencyKey, OrderId, Quantity, Sku};
 use crate::domain::{QuoteId, QuoteTerms};
 use crate::keys::Keys;
 use crate::store::Redis;
@@ -40,7 +40,9 @@ pub struct Lifetimes {
 /// A valid order request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntakeRequest {
-    /// The id the client chose, if any.
+    /// Whose order it is: its idempotency key and id are this client's.
+    pub client: ClientId,
+    /// The id the client chose (its own, unqualified), if any.
     pub id: Option<OrderId>,
     pub sku: Sku,
     pub qty: Quantity,
@@ -99,7 +101,8 @@ pub struct Claim {
     pub id: OrderId,
     /// A quote-backed order's terms, from its record.
     pub quote: Option<QuoteTerms>,
-    key: Option<IdempotencyKey>,
+    /// The idempotency record's Redis key, if the request had a header key.
+    key: Option<String>,
     token: String,
 }
 
@@ -112,13 +115,10 @@ pub struct StoredResponse {
 
 impl Intake {
     /// Interprets the reply of `intake.lua`.
-    fn from_reply(
-        key: Option<&IdempotencyKey>,
-        token: String,
-        reply: &[String],
-    ) -> anyhow::Result<Self> {
+    fn from_reply(key: Option<&String>, token: String, reply: &[String]) -> anyhow::Result<Self> {
         let id = |raw: &str| {
-            OrderId::parse(raw).map_err(|e| anyhow::anyhow!("intake.lua returned a bad id: {e}"))
+            OrderId::parse_qualified(raw)
+                .map_err(|e| anyhow::anyhow!("intake.lua returned a bad id: {e}"))
         };
         match reply {
             [tag, raw] if tag == "process" => Ok(Self::Process(Claim {
@@ -213,7 +213,13 @@ impl Store {
             (true, true) => "1",
             (true, false) => "key",
         };
-        let candidate = request.id.clone().unwrap_or_else(OrderId::generate);
+        let candidate = request
+            .id
+            .clone()
+            .unwrap_or_else(OrderId::generate)
+            .scoped(&request.client);
+        let record = key.map(|k| self.keys.idempotency(&request.client, k.as_str()));
+        let key = record.as_ref();
         let claim = || self.claim_once(request, key, &candidate, &token, check_retired);
         match claim().await {
             Ok(reply) => Intake::from_reply(key, token.clone(), &reply),
@@ -231,7 +237,7 @@ impl Store {
     async fn claim_once(
         &self,
         request: &IntakeRequest,
-        key: Option<&IdempotencyKey>,
+        key: Option<&String>,
         candidate: &OrderId,
         token: &str,
         check_retired: &str,
@@ -239,7 +245,7 @@ impl Store {
         let mut invocation = INTAKE.prepare_invoke();
         invocation.key(self.keys.order(candidate));
         if let Some(key) = key {
-            invocation.key(self.keys.idempotency(key.as_str()));
+            invocation.key(key);
         }
         invocation
             .arg(candidate.as_str())
@@ -260,7 +266,8 @@ impl Store {
                     .map(|q| self.keys.quote(q))
                     .unwrap_or_default(),
             )
-            .arg(request.quote.as_ref().map(QuoteId::as_str).unwrap_or(""));
+            .arg(request.quote.as_ref().map(QuoteId::as_str).unwrap_or(""))
+            .arg(request.client.as_str());
         let mut conn = self.pool.connection();
         Ok(invocation.invoke_async(&mut conn).await?)
     }
@@ -271,7 +278,7 @@ impl Store {
         let mut invocation = RELEASE.prepare_invoke();
         invocation.key(self.keys.order(&claim.id));
         if let Some(key) = &claim.key {
-            invocation.key(self.keys.idempotency(key.as_str()));
+            invocation.key(key);
         }
         invocation.arg(&claim.token);
         let mut conn = self.pool.connection();
@@ -287,7 +294,7 @@ impl Store {
             .key(self.keys.counters())
             .key(self.keys.recent_orders());
         if let Some(key) = &claim.key {
-            invocation.key(self.keys.idempotency(key.as_str()));
+            invocation.key(key);
         }
         invocation
             .arg(&claim.token)
@@ -306,8 +313,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn key() -> IdempotencyKey {
-        IdempotencyKey::parse_header("k").unwrap()
+    fn key() -> String {
+        "idemp:k".into()
     }
 
     fn reply(parts: &[&str]) -> Vec<String> {
@@ -378,11 +385,17 @@ mod tests {
         assert!(Intake::from_reply(None, "t".into(), &reply(&["what"])).is_err());
         assert!(Intake::from_reply(None, "t".into(), &reply(&["replay", "x", "b"])).is_err());
         assert!(Intake::from_reply(None, "t".into(), &reply(&["process", "bad id"])).is_err());
+        // Another client's order comes back qualified.
+        assert_eq!(
+            Intake::from_reply(None, "t".into(), &reply(&["accepted", "demo/o"])).unwrap(),
+            Intake::Accepted(OrderId::parse_qualified("demo/o").unwrap())
+        );
     }
 
     #[test]
     fn fingerprint_sees_every_value() {
         let req = |id: Option<&str>, qty| IntakeRequest {
+            client: ClientId::default_client(),
             id: id.map(|i| OrderId::parse(i).unwrap()),
             sku: Sku::parse("s").unwrap(),
             qty: Quantity::parse(qty, 10).unwrap(),

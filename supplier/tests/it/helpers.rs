@@ -122,7 +122,7 @@ impl World {
         // Also the shortest deadline whose silence counts against a circuit.
         quotes.default_timeout = Duration::from_millis(1000);
         let gateway = start_gateway(&prefix, quotes.clone()).await;
-        let key = testkit::mint_key(&prefix, "tests", &[]).await;
+        let key = testkit::mint_key(&prefix, testkit::TEST_CLIENT, &[]).await;
         let mut world = Self {
             redis: testkit::redis().await,
             prefix,
