@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// Who may call: the client keys and how fresh this gateway keeps them.
     #[command(flatten)]
     pub keys: clients::KeysConfig,
+    /// The rates of keys that name none.
+    #[command(flatten)]
+    pub rates: clients::DefaultRates,
     /// The largest `qty` one order may ask for.
     #[arg(id = "MAX_QTY", long = "max-qty", env = "MAX_QTY", default_value = "1000", value_parser = at_least::<u32>(1))]
     pub max_qty: u32,

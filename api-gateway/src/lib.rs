@@ -8,6 +8,7 @@
 //! Depends on `pipeline` and `quotes` only: no other service crate (it talks
 //! to them over the broker and HTTP).
 
+pub mod access;
 pub mod config;
 pub mod error;
 pub mod idempotency;

@@ -66,13 +66,17 @@ impl Application {
         // Client keys: checked from a cache, never waiting on PostgreSQL
         // per request. `/health` is open; everything else needs a key.
         let keys = clients::Keys::start(&config.keys, base.shutdown.clone())?;
+        let access = crate::access::Access {
+            limiter: clients::Limiter::new(base.pool.clone(), base.keys.clone(), config.rates),
+            keys: keys.clone(),
+        };
         let router = Router::new()
-            .merge(routes::orders::router(&keys))
-            .merge(routes::quotes::router(&keys))
+            .merge(routes::orders::router(&access))
+            .merge(routes::quotes::router(&access))
             .merge(
                 base.info_router()
                     .route_layer(axum::middleware::from_fn_with_state(
-                        (keys.clone(), clients::Scope::Admin),
+                        (keys, clients::Scope::Admin),
                         clients::require,
                     )),
             )

@@ -6,6 +6,7 @@
 
 mod guard;
 pub mod key;
+pub mod limit;
 mod scope;
 mod store;
 
@@ -16,6 +17,7 @@ use pipeline::config::{between, secret};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use guard::{Denied, Keys, require};
+pub use limit::{DefaultRates, Limiter, Route, limit};
 pub use scope::{Principal, Scope};
 pub use store::{KeyListing, KeySpec, KeyStore, StoredKey};
 

@@ -53,6 +53,7 @@ pub fn gateway(prefix: &str) -> api_gateway::GatewayConfig {
         history: HistoryClientConfig::none(),
         quotes: api_gateway::QuotesConfig::with_suppliers(Vec::new()),
         keys: crate::keys_config(prefix),
+        rates: pipeline::config::defaults(),
     }
 }
 

@@ -116,6 +116,9 @@ pub fn keys_config_at(prefix: &str, database_url: &str) -> clients::KeysConfig {
 /// keys. Tests of scoping mint keys of other clients beside it.
 pub const TEST_CLIENT: &str = pipeline::domain::ClientId::DEFAULT;
 
+/// The rates of the keys [`mint_key`] makes: more than any test sends.
+pub const TEST_RATE: u32 = 1_000_000;
+
 /// A fresh key in `prefix`'s key store, with `scopes` (`admin` when empty),
 /// for client `client`: what a test sends as `Authorization: Bearer <key>`.
 pub async fn mint_key(prefix: &str, client: &str, scopes: &[clients::Scope]) -> String {
@@ -128,6 +131,17 @@ pub async fn mint_key_in(
     client: &str,
     scopes: &[clients::Scope],
 ) -> String {
+    mint_limited_key_in(config, client, scopes, TEST_RATE, TEST_RATE).await
+}
+
+/// [`mint_key_in`] with these rates (orders and quotes per second).
+pub async fn mint_limited_key_in(
+    config: &clients::KeysConfig,
+    client: &str,
+    scopes: &[clients::Scope],
+    orders_per_sec: u32,
+    quotes_per_sec: u32,
+) -> String {
     let scopes = if scopes.is_empty() {
         vec![clients::Scope::Admin]
     } else {
@@ -137,8 +151,8 @@ pub async fn mint_key_in(
     clients::KeysCommand::Create {
         client: client.to_owned(),
         scopes,
-        orders_per_sec: None,
-        quotes_per_sec: None,
+        orders_per_sec: Some(orders_per_sec),
+        quotes_per_sec: Some(quotes_per_sec),
     }
     .run(config, &mut out)
     .await

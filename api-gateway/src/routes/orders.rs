@@ -13,32 +13,26 @@ use pipeline::trace::TraceParent;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::idempotency::{Intake, StoredResponse};
 use crate::startup::AppState;
-use axum::middleware::from_fn_with_state;
-use clients::Scope;
+use clients::{Route, Scope};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// `POST /orders` (scope `orders:write`) and `GET /orders/{id}`
-/// (`orders:read`).
-pub fn router(keys: &clients::Keys) -> Router<AppState> {
+/// `POST /orders` (scope `orders:write`, rate-limited) and
+/// `GET /orders/{id}` (`orders:read`).
+pub fn router(access: &Access) -> Router<AppState> {
     Router::new()
         .route(
             "/orders",
-            post(create_order).route_layer(from_fn_with_state(
-                (keys.clone(), Scope::OrdersWrite),
-                clients::require,
-            )),
+            access.guard_limited(post(create_order), Scope::OrdersWrite, Route::Orders),
         )
         .route(
             "/orders/{id}",
-            get(get_order).route_layer(from_fn_with_state(
-                (keys.clone(), Scope::OrdersRead),
-                clients::require,
-            )),
+            access.guard(get(get_order), Scope::OrdersRead),
         )
 }
 

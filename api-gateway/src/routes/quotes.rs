@@ -13,29 +13,20 @@ use quotes::scatter::{Fate, Slot};
 use quotes::{Judgement, QuoteReply, Strategy, utc_timestamp};
 use serde_json::{Value, json};
 
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::quotes::{Answer, Ask, IssuedQuote, QuotesConfig};
 use crate::startup::AppState;
-use axum::middleware::from_fn_with_state;
-use clients::Scope;
+use clients::{Route, Scope};
 
 /// `GET /quotes/{sku}` (scope `quotes:read`) and `GET /suppliers` (`admin`).
-pub fn router(keys: &clients::Keys) -> Router<AppState> {
+pub fn router(access: &Access) -> Router<AppState> {
     Router::new()
         .route(
             "/quotes/{sku}",
-            get(get_quotes).route_layer(from_fn_with_state(
-                (keys.clone(), Scope::QuotesRead),
-                clients::require,
-            )),
+            access.guard_limited(get(get_quotes), Scope::QuotesRead, Route::Quotes),
         )
-        .route(
-            "/suppliers",
-            get(get_suppliers).route_layer(from_fn_with_state(
-                (keys.clone(), Scope::Admin),
-                clients::require,
-            )),
-        )
+        .route("/suppliers", access.guard(get(get_suppliers), Scope::Admin))
 }
 
 const PARAMETERS: &str = "qty, strategy, min_responses, timeout_ms";

@@ -183,3 +183,99 @@ async fn a_quote_backs_an_order_of_its_own_client_only() {
     assert_eq!(backs.as_deref(), Some(id.as_str()));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_two_gateways_and_a_429_claims_nothing() {
+    let config = crate::helpers::test_config(&testkit::unique_prefix());
+    let (a, b) = (
+        crate::helpers::spawn_with(config.clone()).await,
+        crate::helpers::spawn_with(config).await,
+    );
+    let key = testkit::mint_limited_key_in(&a.config.keys, "limited", &Scope::CLIENT, 20, 20).await;
+    let client = testkit::client_with_key(&key);
+    // 200 orders in one second, alternating between the gateways.
+    let started = std::time::Instant::now();
+    let sends = (0..200u32).map(|i| {
+        let (client, app) = (client.clone(), if i % 2 == 0 { &a } else { &b });
+        let url = app.url("/orders");
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(i) * 5)).await;
+            let body = format!(r#"{{"id":"rl-{i}","sku":"mag-safe-phone-case","qty":1}}"#);
+            let res = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("rl-key-{i}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (i, res)
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut accepted = Vec::new();
+    for (i, res) in &answers {
+        assert_eq!(res.headers()["ratelimit-policy"], "\"orders\";q=20;w=1");
+        assert!(
+            res.headers()["ratelimit"]
+                .to_str()
+                .unwrap()
+                .starts_with("\"orders\";r=")
+        );
+        match res.status().as_u16() {
+            202 => accepted.push(*i),
+            429 => {
+                let after: u64 = res.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&after), "Retry-After {after}");
+                assert!(
+                    res.headers()["ratelimit"]
+                        .to_str()
+                        .unwrap()
+                        .contains(";r=0;")
+                );
+            }
+            other => panic!("order {i}: {other}"),
+        }
+    }
+    let allowed = 20.0 * elapsed + 20.0;
+    eprintln!(
+        "{} of 200 accepted in {elapsed:.2} s through two gateways (at most {allowed:.0})",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() >= 20,
+        "the burst goes through: {}",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() as f64 <= allowed + 1.0,
+        "{} accepted, the rate allows {allowed:.0}",
+        accepted.len()
+    );
+    // Only the accepted orders reached the broker; a refused one claimed
+    // neither its key nor its id.
+    assert_eq!(a.queued_orders().await as usize, accepted.len());
+    let mut redis = a.redis().await;
+    for (i, res) in &answers {
+        if res.status() == 429 {
+            let order: bool = redis::cmd("EXISTS")
+                .arg(a.key(&format!("order:limited/rl-{i}")))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let claim: bool = redis::cmd("EXISTS")
+                .arg(a.key(&format!("idemp@limited:rl-key-{i}")))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(!order && !claim, "order {i} was refused yet claimed");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -115,10 +115,20 @@ impl World {
     /// carrying `SKU` as acme 12.50/3 days, globex 11.90/5 days, initech
     /// 13.90/1 day (the demo catalog), 500 units each.
     pub async fn new(suppliers: &[(&str, Knobs)], breaker: BreakerConfig) -> Self {
+        Self::with_quotes(suppliers, breaker, |_| {}).await
+    }
+
+    /// [`World::new`], with the gateway's quote settings changed by `tweak`.
+    pub async fn with_quotes(
+        suppliers: &[(&str, Knobs)],
+        breaker: BreakerConfig,
+        tweak: impl FnOnce(&mut QuotesConfig),
+    ) -> Self {
         let prefix = testkit::unique_prefix();
         let names: Vec<&str> = suppliers.iter().map(|(n, _)| *n).collect();
         let mut quotes = QuotesConfig::with_suppliers(ids(&names));
         quotes.breaker = breaker;
+        tweak(&mut quotes);
         // Also the shortest deadline whose silence counts against a circuit.
         quotes.default_timeout = Duration::from_millis(1000);
         let gateway = start_gateway(&prefix, quotes.clone()).await;
@@ -191,6 +201,13 @@ impl World {
 
     pub async fn redis(&mut self) -> &mut redis::aio::MultiplexedConnection {
         &mut self.redis
+    }
+
+    /// An HTTP client with a fresh key of another client.
+    pub async fn client_of(&self, name: &str) -> reqwest::Client {
+        testkit::client_with_key(
+            &testkit::mint_key(&self.prefix, name, &clients::Scope::CLIENT).await,
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -358,3 +358,64 @@ async fn bad_parameters_are_422_naming_the_parameter() {
     assert_eq!(body["field"], "sku");
     w.finish().await;
 }
+
+#[tokio::test]
+async fn a_client_holds_at_most_its_quote_budget_and_its_quotes_are_its_own() {
+    let w = World::with_quotes(&healthy(), quick_breaker(), |q| q.max_outstanding = 4).await;
+    let (status, body) = w.quote("qty=1&strategy=all").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let held = body["quotes"].as_array().unwrap().len();
+    assert_eq!(held, 3, "three quotes held");
+    // Three more would make six: none is handed out, no supplier is asked.
+    let res = w
+        .client
+        .get(w.url("/quotes/mag-safe-phone-case?qty=1&strategy=all"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after >= 1, "Retry-After {after}");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "/problems/quote-budget-exhausted",
+        "{problem}"
+    );
+    let set: u64 = redis::cmd("ZCARD")
+        .arg(w.key("quotes_out@default"))
+        .query_async(&mut testkit::redis().await)
+        .await
+        .unwrap();
+    assert_eq!(set, 3, "the refused answer kept nothing");
+
+    // Another client has a budget of its own, and cannot order against the
+    // first client's quote.
+    let other = w.client_of("other").await;
+    let res = other
+        .get(w.url("/quotes/mag-safe-phone-case?qty=1&strategy=cheapest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let theirs = body["quotes"][0]["quote_id"].as_str().unwrap();
+    let res = other
+        .post(w.url("/orders"))
+        .json(&serde_json::json!({"sku": "mag-safe-phone-case", "qty": 1, "quote_id": theirs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = w
+        .post_order(serde_json::json!({"sku": "mag-safe-phone-case", "qty": 1, "quote_id": theirs}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "its own client orders against it"
+    );
+    w.finish().await;
+}
