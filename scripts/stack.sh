@@ -504,7 +504,7 @@ services_up() {
 
   Client keys (only copies; keep them secret):
     $STACK/api-key     client demo: orders:write, orders:read, quotes:read
-    $STACK/admin-key   admin: /metrics, /suppliers, the dashboard's gateway view
+    $STACK/admin-key   admin: /metrics, /suppliers, the dashboard (any user name, this key as the password)
 
   curl -H "Authorization: Bearer \$(cat .stack/api-key)" http://${GATEWAY_ADDR:-127.0.0.1:8080}/orders/order123
   More keys: target/release/api-gateway keys create --client NAME (list, revoke: keys --help)

@@ -279,3 +279,69 @@ pub async fn require(
         Err(denied) => denied.into_response(),
     }
 }
+
+/// Middleware for an operator's views (the dashboard): the admin key, as
+/// HTTP Basic (any user name, the key as the password) or as Bearer. Without
+/// a good one, 401 with the Basic challenge, so a browser asks for it.
+pub async fn require_operator(State(keys): State<Keys>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|raw| basic_password(raw).map_or_else(|| raw.to_owned(), |k| format!("Bearer {k}")));
+    match keys.authenticate(presented.as_deref()).await {
+        Ok(principal) if principal.may(Scope::Admin) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Ok(_) => Denied::Forbidden(Scope::Admin).into_response(),
+        Err(Denied::Unauthenticated) => {
+            let mut res = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                .detail("sign in with the admin key as the password (any user name), or send it as Authorization: Bearer")
+                .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"orders\", charset=\"UTF-8\""),
+            );
+            res
+        }
+        Err(denied) => denied.into_response(),
+    }
+}
+
+/// The password of `Authorization: Basic <base64(user:password)>`.
+fn basic_password(raw: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, encoded) = raw.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
+#[cfg(test)]
+mod basic_tests {
+    use super::basic_password;
+
+    #[test]
+    fn the_basic_password_is_the_key() {
+        // "admin:op_x" and ":op_x" (no user name).
+        assert_eq!(
+            basic_password("Basic YWRtaW46b3BfeA==").as_deref(),
+            Some("op_x")
+        );
+        assert_eq!(basic_password("basic Om9wX3g=").as_deref(), Some("op_x"));
+        assert_eq!(basic_password("Bearer op_x"), None);
+        assert_eq!(basic_password("Basic !!"), None);
+        assert_eq!(
+            basic_password("Basic b3BfeA=="),
+            None,
+            "no colon: no password"
+        );
+    }
+}

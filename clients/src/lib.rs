@@ -16,7 +16,7 @@ use std::time::Duration;
 use pipeline::config::{between, secret};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use guard::{Denied, Keys, require};
+pub use guard::{Denied, Keys, require, require_operator};
 pub use limit::{DefaultRates, Limiter, Route, limit};
 pub use scope::{Principal, Scope};
 pub use store::{KeyListing, KeySpec, KeyStore, StoredKey};

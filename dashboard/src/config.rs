@@ -59,4 +59,7 @@ pub struct DashboardConfig {
     /// The gateway whose `/suppliers` the Suppliers panel shows.
     #[command(flatten)]
     pub gateway: GatewayConfig,
+    /// The client keys: every view but `/health` needs the admin key.
+    #[command(flatten)]
+    pub keys: clients::KeysConfig,
 }

@@ -165,11 +165,17 @@ impl Dashboard {
             capacity,
             self.base.shutdown.clone(),
         ));
+        // Every view needs the admin key (Basic or Bearer); `/health` is open.
+        let keys = clients::Keys::start(&self.config.keys, self.base.shutdown.clone())?;
         let router = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
             .route("/metrics", get(metrics))
             .route("/events", get(events))
             .route("/orders/{id}", get(order))
+            .route_layer(axum::middleware::from_fn_with_state(
+                keys,
+                clients::require_operator,
+            ))
             .with_state(state)
             .merge(self.base.health_router());
         self.base

@@ -238,7 +238,7 @@ async fn the_live_page_updates_without_a_reload() {
         .call(
             reqwest::Method::POST,
             "/url",
-            Some(json!({"url": s.dashboard})),
+            Some(json!({"url": s.dashboard_signed_in()})),
         )
         .await;
     eventually(

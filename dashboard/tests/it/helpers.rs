@@ -27,12 +27,22 @@ pub struct Stack {
     pub history: String,
     pub gateway: String,
     pub dashboard: String,
+    /// Sends the admin key with every request.
     pub client: reqwest::Client,
+    /// The admin key.
+    pub key: String,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Stack {
+    /// The dashboard's page as a browser opens it with the admin key as the
+    /// Basic password (`http://operator:<key>@host/`).
+    pub fn dashboard_signed_in(&self) -> String {
+        self.dashboard
+            .replacen("http://", &format!("http://operator:{}@", self.key), 1)
+    }
+
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await
     }
@@ -108,6 +118,7 @@ impl Stack {
                         "http://127.0.0.1:9".into(),
                     ])
                 },
+                keys: testkit::keys_config(&prefix),
                 gateway: dashboard::gateway::GatewayConfig {
                     timeout: Duration::from_millis(500),
                     api_key: Some(key.clone().into()),
@@ -131,6 +142,7 @@ impl Stack {
             gateway: gateway_url,
             dashboard: dashboard_url,
             client: testkit::client_with_key(&key),
+            key,
             shutdown,
             tasks,
         }

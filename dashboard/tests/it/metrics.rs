@@ -468,3 +468,64 @@ async fn a_gateway_that_does_not_answer_is_shown_unreachable_with_the_reason() {
     assert_promtool_accepts(&text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_view_needs_the_admin_key_as_basic_or_bearer() {
+    let s = Stack::start().await;
+    let plain = reqwest::Client::new();
+    for path in [
+        "/",
+        "/metrics",
+        "/events",
+        "/orders/x",
+        "/metrics?format=prometheus",
+    ] {
+        let res = plain
+            .get(format!("{}{path}", s.dashboard))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Basic realm=\"orders\", charset=\"UTF-8\"",
+            "a browser asks for the key"
+        );
+    }
+    let basic = plain
+        .get(format!("{}/metrics", s.dashboard))
+        .basic_auth("anyone", Some(&s.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200, "the key as the Basic password");
+    let wrong = plain
+        .get(format!("{}/metrics", s.dashboard))
+        .basic_auth(&s.key, Some("not-the-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "the user name is not the key");
+    let bearer = s
+        .client
+        .get(format!("{}/", s.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200, "or as Bearer");
+    let client_key = testkit::mint_key(&s.world.prefix, "shop", &clients::Scope::CLIENT).await;
+    let shop = plain
+        .get(format!("{}/metrics", s.dashboard))
+        .basic_auth("shop", Some(&client_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shop.status(), 403, "a client key is no operator's");
+    let health = plain
+        .get(format!("{}/health", s.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    s.stop().await;
+}
