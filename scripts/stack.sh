@@ -406,8 +406,10 @@ instances() {
 redact() { sed -E 's#(://[^:/@,]*):[^@,]*@#\1:***@#g' <<<"$1"; }
 
 # The client keys of the local stack, minted once into .stack (mode 0600):
-# api-key (client demo: orders and quotes) and admin-key (admin). Only
-# their hashes are in PostgreSQL; these files are the only copies.
+# api-key (client demo: orders and quotes), admin-key (admin, the operator's)
+# and internal-key (admin, what the services send each other: the history's
+# API, the gateway's /suppliers). Only their hashes are in PostgreSQL; these
+# files are the only copies.
 keys_up() {
   local gateway="$ROOT/target/release/api-gateway"
   (
@@ -420,8 +422,12 @@ keys_up() {
       "$gateway" keys create --client operator --scope admin \
         >"$STACK/admin-key.new" && mv "$STACK/admin-key.new" "$STACK/admin-key"
     fi
+    if [ ! -s "$STACK/internal-key" ]; then
+      "$gateway" keys create --client internal --scope admin \
+        >"$STACK/internal-key.new" && mv "$STACK/internal-key.new" "$STACK/internal-key"
+    fi
   ) || die "cannot mint the client keys (is PostgreSQL up? see DATABASE_URL)"
-  chmod 600 "$STACK/api-key" "$STACK/admin-key"
+  chmod 600 "$STACK/api-key" "$STACK/admin-key" "$STACK/internal-key"
 }
 
 # What every service is told, unless the caller's environment says otherwise.
@@ -430,10 +436,17 @@ services_env() {
     DATABASE_URL="${DATABASE_URL:-$(database_url)}" HISTORY_URLS="${HISTORY_URLS:-$(history_urls)}" \
     QUOTE_SUPPLIERS="${QUOTE_SUPPLIERS-$(IFS=,; echo "${SUPPLIER_IDS[*]}")}" \
     GATEWAY_URL="${GATEWAY_URL:-http://${GATEWAY_ADDR:-127.0.0.1:8080}}"
-  # The dashboard reads the gateway's /suppliers with the admin key.
-  if [ -z "${GATEWAY_API_KEY:-}" ] && [ -s "$STACK/admin-key" ]; then
-    GATEWAY_API_KEY=$(cat "$STACK/admin-key")
-    export GATEWAY_API_KEY
+  # The services' internal key: the history's API, and the dashboard's
+  # view of the gateway's /suppliers.
+  if [ -s "$STACK/internal-key" ]; then
+    if [ -z "${GATEWAY_API_KEY:-}" ]; then
+      GATEWAY_API_KEY=$(cat "$STACK/internal-key")
+      export GATEWAY_API_KEY
+    fi
+    if [ -z "${HISTORY_API_KEY:-}" ]; then
+      HISTORY_API_KEY=$(cat "$STACK/internal-key")
+      export HISTORY_API_KEY
+    fi
   fi
 }
 
@@ -504,7 +517,8 @@ services_up() {
 
   Client keys (only copies; keep them secret):
     $STACK/api-key     client demo: orders:write, orders:read, quotes:read
-    $STACK/admin-key   admin: /metrics, /suppliers, the dashboard (any user name, this key as the password)
+    $STACK/admin-key   admin: /metrics, /suppliers, the history's API, the dashboard
+                       (any user name, this key as the password)
 
   curl -H "Authorization: Bearer \$(cat .stack/api-key)" http://${GATEWAY_ADDR:-127.0.0.1:8080}/orders/order123
   More keys: target/release/api-gateway keys create --client NAME (list, revoke: keys --help)

@@ -104,8 +104,8 @@ impl Keys {
         let keys = Self {
             inner: Arc::new(Inner {
                 store,
-                grace: config.grace,
-                refresh: config.refresh,
+                grace: config.cache.grace,
+                refresh: config.cache.refresh,
                 known: RwLock::default(),
                 unknown: RwLock::default(),
             }),

@@ -29,6 +29,15 @@ pub struct KeysConfig {
     #[arg(id = "DATABASE_URL", long = "database-url", env = "DATABASE_URL", default_value = pgdb::DEFAULT_DATABASE_URL,
           value_parser = secret(pgdb::database_url), hide_env_values = true)]
     pub database_url: SecretString,
+    /// Where in it, and how fresh each process keeps the keys it saw.
+    #[command(flatten)]
+    pub cache: KeyCache,
+}
+
+/// The key store's schema and how a process caches keys (a service that
+/// has its own DATABASE_URL, such as the history, takes only these).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyCache {
     /// The PostgreSQL schema of the `api_keys` table.
     #[arg(
         id = "KEYS_SCHEMA",
@@ -47,6 +56,16 @@ pub struct KeysConfig {
     pub grace: Duration,
 }
 
+impl KeyCache {
+    /// The key store in the database at `database_url`.
+    pub fn at(&self, database_url: SecretString) -> KeysConfig {
+        KeysConfig {
+            database_url,
+            cache: self.clone(),
+        }
+    }
+}
+
 fn refresh_millis(raw: &str) -> Result<Duration, String> {
     between::<u64>(100, 4_000)(raw).map(Duration::from_millis)
 }
@@ -59,7 +78,7 @@ impl KeysConfig {
     pub fn store(&self) -> anyhow::Result<KeyStore> {
         KeyStore::new(
             self.database_url.expose_secret(),
-            &self.schema,
+            &self.cache.schema,
             Duration::from_secs(3),
         )
     }

@@ -30,20 +30,29 @@ pub const DEFAULT_LIMIT: i64 = 100;
 
 #[derive(Clone)]
 pub struct Api {
+    /// Who may read the history.
+    pub access: clients::Keys,
     pub pool: Pool,
     pub replica: String,
     pub state: Arc<ReplicaState>,
     pub broker: pipeline::amqp::Broker,
 }
 
+/// Every route but `/health` needs the admin key (an operator's, or the
+/// internal key the other services send as HISTORY_API_KEY).
 pub fn router(api: Api) -> Router {
+    let access = api.access.clone();
     Router::new()
         .route("/", get(root))
         .route("/orders", get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/stats", get(stats))
-        .route("/health", get(health))
         .route("/metrics", get(pipeline::http::prometheus_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (access, clients::Scope::Admin),
+            clients::require,
+        ))
+        .route("/health", get(health))
         .with_state(api)
 }
 

@@ -40,6 +40,9 @@ pub struct HistoryConfig {
     #[arg(id = "DATABASE_URL", long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
           value_parser = secret(pgdb::database_url), hide_env_values = true)]
     pub database_url: SecretString,
+    /// The client keys (in the same database): the API needs the admin key.
+    #[command(flatten)]
+    pub keys: clients::KeyCache,
     /// The PostgreSQL schema holding the tables.
     #[arg(
         id = "HISTORY_SCHEMA",

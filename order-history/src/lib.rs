@@ -73,7 +73,12 @@ impl History {
             state: state.clone(),
             shutdown,
         };
+        let access = clients::Keys::start(
+            &config.keys.at(config.database_url.clone()),
+            base.shutdown.clone(),
+        )?;
         let api = api::Api {
+            access,
             pool,
             replica: config.replica,
             state,

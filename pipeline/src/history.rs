@@ -30,6 +30,12 @@ pub struct HistoryClientConfig {
     /// Bounds each call to one replica.
     #[arg(id = "HISTORY_TIMEOUT_MS", long = "history-timeout-ms", env = "HISTORY_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
     pub timeout: Duration,
+    /// The key sent to the history's API (an admin key; `make up` gives
+    /// every service its internal key). Unset: no key is sent, and a
+    /// history that asks for one answers 401.
+    #[arg(id = "HISTORY_API_KEY", long = "history-api-key", env = "HISTORY_API_KEY",
+          value_parser = crate::config::secret(|raw: &str| Ok::<_, String>(secrecy::SecretString::from(raw.trim().to_owned()))), hide_env_values = true)]
+    pub api_key: Option<secrecy::SecretString>,
 }
 
 /// The replicas named by `HISTORY_URLS` (none: no history).
@@ -52,7 +58,8 @@ impl HistoryClientConfig {
 
     /// A client of the configured replicas, `None` if there are none.
     pub fn client(&self) -> Option<HistoryClient> {
-        (!self.urls.0.is_empty()).then(|| HistoryClient::new(self.urls.0.clone(), self.timeout))
+        (!self.urls.0.is_empty())
+            .then(|| HistoryClient::new(self.urls.0.clone(), self.timeout, self.api_key.as_ref()))
     }
 }
 
@@ -72,8 +79,18 @@ pub struct ReplicaHealth {
 impl HistoryClient {
     /// `urls`: base URLs (`http://host:port`), tried in order; `timeout`
     /// bounds each call to one replica.
-    pub fn new(urls: Vec<String>, timeout: Duration) -> Self {
+    pub fn new(urls: Vec<String>, timeout: Duration, key: Option<&secrecy::SecretString>) -> Self {
+        use secrecy::ExposeSecret;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key
+            && let Ok(mut value) =
+                reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

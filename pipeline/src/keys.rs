@@ -12,7 +12,7 @@
 //! | `catalog:<supplier>` | hash: sku → JSON `{"unit_price_minor","currency","stock","delivery_days"}` | operator (`redis-cli HSET`), demo seed |
 //! | `quote:<quote id>` | hash: a quote the gateway handed out (client, supplier, sku, qty, price, `valid_until_ms`, `order_id` once it backs an order), kept until `valid_until` + 15 min | gateway |
 //! | `quotes_out@<client>` | sorted set: the client's quote ids by `valid_until_ms` (its budget, `QUOTE_MAX_OUTSTANDING`) | gateway |
-//! | `rate:<key id>:<route>` | string: the GCRA's theoretical arrival time (ms) of one key on one limited route | gateway |
+//! | `rate:<key id>:<route>` | string: the GCRA's theoretical arrival time (µs) of one key on one limited route | gateway |
 //! | `retired_ids` | bitmap: a fixed-size filter of order ids whose records expired (retention) | order-history |
 //!
 //! Idempotency keys and order ids never share a key space: `idemp:` holds only

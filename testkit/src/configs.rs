@@ -62,6 +62,7 @@ pub fn history(prefix: &str, replica: &str) -> order_history::HistoryConfig {
     order_history::HistoryConfig {
         service: service_config(prefix, &format!("order-history-{replica}")),
         database_url: database_url().into(),
+        keys: crate::keys_config(prefix).cache,
         schema: history_schema(prefix),
         replica: replica.to_owned(),
         batch: 100,

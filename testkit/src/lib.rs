@@ -105,9 +105,11 @@ pub fn keys_config(prefix: &str) -> clients::KeysConfig {
 pub fn keys_config_at(prefix: &str, database_url: &str) -> clients::KeysConfig {
     clients::KeysConfig {
         database_url: secrecy::SecretString::from(database_url.to_owned()),
-        schema: format!("k_{}", history_schema(prefix)),
-        refresh: std::time::Duration::from_millis(500),
-        grace: std::time::Duration::from_secs(600),
+        cache: clients::KeyCache {
+            schema: format!("k_{}", history_schema(prefix)),
+            refresh: std::time::Duration::from_millis(500),
+            grace: std::time::Duration::from_secs(600),
+        },
     }
 }
 

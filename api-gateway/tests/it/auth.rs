@@ -204,7 +204,7 @@ async fn keys_create_list_and_revoke_from_the_command_line() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_api-gateway"))
             .args(args)
             .env("DATABASE_URL", testkit::database_url())
-            .env("KEYS_SCHEMA", &config.keys.schema)
+            .env("KEYS_SCHEMA", &config.keys.cache.schema)
             .env("RUST_LOG", "info")
             .output()
             .unwrap();

@@ -113,6 +113,7 @@ impl Stack {
                 sse_max_clients: 8,
                 order_history: HistoryClientConfig {
                     timeout: Duration::from_millis(500),
+                    api_key: Some(key.clone().into()),
                     ..HistoryClientConfig::at(vec![
                         history_url.clone(),
                         "http://127.0.0.1:9".into(),

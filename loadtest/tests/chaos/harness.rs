@@ -108,7 +108,7 @@ impl Wiring {
     pub fn api_key(&self) -> &str {
         self.api_key
             .get()
-            .expect("start_pipeline mints the key first")
+            .expect("the first service started mints the key")
     }
 
     /// An HTTP client sending this wiring's key.
@@ -161,6 +161,7 @@ impl Wiring {
         own: &[(&'static str, String)],
         log_name: &str,
     ) -> Service {
+        self.mint_key().await;
         let addr_var = match name {
             "api-gateway" => "GATEWAY_ADDR",
             "order-processor" => "PROCESSOR_ADDR",
@@ -195,7 +196,9 @@ impl Wiring {
             ),
             ("HISTORY_URLS", history_urls.join(",")),
             ("DATABASE_URL", self.database_url.clone()),
-            ("KEYS_SCHEMA", self.keys_config().schema),
+            ("KEYS_SCHEMA", self.keys_config().cache.schema),
+            // The history's API needs an admin key (as `make up`'s internal key).
+            ("HISTORY_API_KEY", self.api_key().to_owned()),
         ]);
         for (k, v) in self.extra.iter().chain(own) {
             env.insert(k, v.clone());
@@ -230,14 +233,17 @@ impl Wiring {
         (gateway, [processor, notifier])
     }
 
-    /// The gateway, with a client key minted for this wiring (the first
-    /// time).
+    /// The gateway.
     pub async fn start_gateway(&self) -> Service {
+        self.start("api-gateway").await
+    }
+
+    /// Mints this wiring's key, the first time.
+    async fn mint_key(&self) {
         if self.api_key.get().is_none() {
             let key = testkit::mint_key_in(&self.keys_config(), testkit::TEST_CLIENT, &[]).await;
             let _ = self.api_key.set(key);
         }
-        self.start("api-gateway").await
     }
 
     /// A connection to this wiring's Redis.

@@ -19,12 +19,21 @@ pub fn history_config(prefix: &str, replica: &str) -> HistoryConfig {
 pub struct Replica {
     pub base: String,
     pub state: Arc<State>,
+    /// An admin key of the test's key store: what the API needs.
+    pub key: String,
+    http: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Replica {
     pub async fn start(config: HistoryConfig) -> Self {
+        let key = testkit::mint_key_in(
+            &config.keys.at(config.database_url.clone()),
+            testkit::TEST_CLIENT,
+            &[],
+        )
+        .await;
         let shutdown = CancellationToken::new();
         let history = History::build(config, shutdown.clone())
             .await
@@ -35,21 +44,29 @@ impl Replica {
         Self {
             base,
             state,
+            http: testkit::client_with_key(&key),
+            key,
             shutdown,
             task,
         }
     }
 
-    /// This replica as the other services' `HISTORY_URLS`.
+    /// This replica as the other services' `HISTORY_URLS` (with its key).
     pub fn client(&self) -> HistoryClientConfig {
         HistoryClientConfig {
             timeout: Duration::from_secs(2),
+            api_key: Some(self.key.clone().into()),
             ..HistoryClientConfig::at(vec![self.base.clone()])
         }
     }
 
+    /// `GET path` with the admin key.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{path}", self.base)).await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn json(&self, path: &str) -> Value {
